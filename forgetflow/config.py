@@ -1,0 +1,252 @@
+"""The schema of ``params.yaml``: the one configuration source, parsed once into frozen pydantic models.
+
+Everything a user may change lives in params.yaml; flows, tasks, DVC stages and the CLI all load it
+through :func:`load_params`, with dotted overrides (``--set unlearn.method=mu-mis``). Unknown keys are
+errors naming the key, and every method section is validated, not only the selected one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from forgetflow.errors import ConfigError
+
+REASONS = ("privacy", "mislabelled", "poisoned", "other")
+
+
+class Strict(BaseModel):
+    """Base of every config model: unknown keys are errors; values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ImageFolderParams(Strict):
+    """Where the image-folder source finds its CSVs (MUFAC layout) and how it reads them."""
+
+    train_csv: str = "custom_train_dataset.csv"
+    test_csv: str | None = "custom_val_dataset.csv"
+    unseen_csv: str | None = "custom_test_dataset.csv"
+    path_column: str = "image_path"
+    label_column: str = "age_class"
+    subject_pattern: str | None = r"^(F\d{4})"
+    image_size: int = Field(64, ge=8, le=512)
+    grayscale: bool = False
+
+
+class DataParams(Strict):
+    """Which dataset, where its raw files are, and how a first version is built from them."""
+
+    dataset: str = "fashion-mnist"
+    raw: str | None = Field(None, description="raw files folder; empty = the source's default")
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5, description="only for sources without a test split")
+    subject_size: tuple[int, int] = Field((2, 6), description="min, max samples per synthetic data subject")
+    shard_size: int = Field(4096, ge=16)
+    image_folder: ImageFolderParams = Field(default_factory=ImageFolderParams)
+
+    @field_validator("subject_size")
+    @classmethod
+    def _ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= value[0] <= value[1]:
+            raise ValueError("subject_size must be [min, max] with 1 <= min <= max")
+        return value
+
+
+class ModelParams(Strict):
+    """Architecture of the original model (and of every model derived from it)."""
+
+    arch: str = "small-cnn"
+    width: int = Field(16, ge=4, description="channels of the first conv block (small-cnn)")
+
+
+class TrainParams(Strict):
+    """The training recipe of the original model; the retrained oracle uses the same recipe."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    device: str = "auto"
+    deterministic: bool = True
+    progress: bool = True
+
+
+class PathsParams(Strict):
+    """Folders, relative to the folder holding params.yaml."""
+
+    data: str = "data"
+    artifacts: str = "artifacts"
+    state: str = "state"
+    mlflow: str = "mlflow"
+
+
+class LedgerParams(Strict):
+    """The request ledger: any SQLAlchemy URL (relative SQLite paths are resolved from the project)."""
+
+    url: str = "sqlite:///state/ledger.db"
+
+
+class TrackingParams(Strict):
+    """MLflow: tracking store, artifact root, experiment and registered model name."""
+
+    uri: str = "sqlite:///mlflow/mlflow.db"
+    artifact_root: str = "mlflow/artifacts"
+    experiment: str = "forgetflow"
+    model_name: str = "forgetflow-classifier"
+
+
+class VersioningParams(Strict):
+    """DVC: the remote that dataset versions are pushed to, and whether data.dvc is committed to git."""
+
+    enabled: bool = True
+    remote: str = "forgetflow"
+    remote_url: str = "state/dvc-remote"
+    git_commit: bool = False
+
+
+class BatchParams(Strict):
+    """How a deletion batch claims requests and treats invalid ones."""
+
+    max_requests: int = Field(10_000, ge=1)
+    on_invalid: Literal["quarantine", "stop"] = "quarantine"
+
+
+class UnlearnParams(Strict):
+    """Which method runs, per batch or per request reason, and its hyper-parameter overrides."""
+
+    method: str = Field("auto", description="a registered method, or auto = chosen from the request reasons")
+    by_reason: dict[str, str] = Field(
+        default_factory=lambda: {"privacy": "neggrad-plus", "mislabelled": "neggrad-plus",
+                                 "poisoned": "neggrad-plus", "other": "neggrad-plus"}
+    )
+    preset: str | None = Field("auto", description="scenario preset; auto = from the reasons; null = none")
+    methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _names_and_sections(self) -> "UnlearnParams":
+        from forgetflow.methods import METHODS
+
+        if self.method != "auto":
+            METHODS.get(self.method)
+        for reason, name in self.by_reason.items():
+            if reason not in REASONS:
+                raise ValueError(f"by_reason: unknown reason {reason!r} (known: {', '.join(REASONS)})")
+            METHODS.get(name)
+        for name, section in self.methods.items():
+            METHODS.get(name).config.model_validate(section)
+        return self
+
+
+class EvaluateParams(Strict):
+    """What is measured after unlearning."""
+
+    oracle: bool = True
+    batch_size: int = Field(1024, ge=1)
+    mia_max_shadow: int = Field(5000, ge=10, description="cap on each side of the SVC shadow set (SalUn MIA)")
+
+
+class GateParams(Strict):
+    """Promotion gates: a challenger replaces the champion only if every enabled gate passes."""
+
+    max_test_acc_drop: float = Field(2.0, ge=0, description="points of test accuracy the challenger may lose vs the champion")
+    max_forget_acc_gap: float = Field(5.0, ge=0, description="|forget acc - oracle's| in points (vs test acc without an oracle)")
+    max_mia_gap: float = Field(10.0, ge=0, description="|MIA efficacy - oracle's| in points (|AUC-0.5|x100 without an oracle)")
+    max_time_ratio: float = Field(0.5, gt=0, description="unlearning wall time / retraining wall time")
+
+
+class Params(Strict):
+    """The whole of params.yaml."""
+
+    seed: int = Field(0, ge=0)
+    paths: PathsParams = Field(default_factory=PathsParams)
+    data: DataParams = Field(default_factory=DataParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    ledger: LedgerParams = Field(default_factory=LedgerParams)
+    tracking: TrackingParams = Field(default_factory=TrackingParams)
+    versioning: VersioningParams = Field(default_factory=VersioningParams)
+    batch: BatchParams = Field(default_factory=BatchParams)
+    unlearn: UnlearnParams = Field(default_factory=UnlearnParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    gates: GateParams = Field(default_factory=GateParams)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=value`` → (``a.b``, YAML-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from exc
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Set dotted keys in a nested dict (creating sections as needed); returns the dict."""
+    for dotted, value in overrides.items():
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {dotted}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_params(path: Path | str, overrides: Mapping[str, Any] | None = None) -> Params:
+    """Read params.yaml, apply dotted overrides, validate once; every problem is a ``ConfigError``."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: not found (run from the project folder or pass --params)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    apply_overrides(data, dict(overrides or {}))
+    return validate_params(data, str(path))
+
+
+def validate_params(data: dict[str, Any], where: str = "params") -> Params:
+    """Validate a params mapping into ``Params``; the error names the first bad key."""
+    from forgetflow.errors import ForgetflowError
+
+    try:
+        return Params.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{where}: {loc}: {err['msg']}{more}") from exc
+    except ForgetflowError as exc:  # an unknown method name inside a validator
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def resolve_path(root: Path, value: str) -> Path:
+    """A path from params.yaml: absolute as given, else relative to the project root."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (root / p)
+
+
+def resolve_sqlalchemy_url(root: Path, url: str) -> str:
+    """Make a relative ``sqlite:///rel/path.db`` absolute against the project root; other URLs pass."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        return prefix + str((root / url[len(prefix):]).resolve())
+    return url

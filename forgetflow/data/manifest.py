@@ -1,0 +1,170 @@
+"""Forget manifests: the requests of one batch resolved against a dataset version to sample ids.
+
+A manifest lists every (request, sample) pair it resolved, including the pairs that cannot be honoured
+(an unknown subject, a sample not in the training split...), so that validation can quarantine them with
+a reason. The forget set is the sorted set of valid sample ids, so the same manifest always yields the
+same forget set. Its SHA-256 is taken over canonical JSON of everything but the hash itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from forgetflow.data.version import DatasetVersion
+from forgetflow.errors import DataError
+
+FORMAT = 1
+ROW_COLUMNS = ["request_id", "reason", "subject_id", "sample_id", "label", "split", "content_hash"]
+
+
+@dataclass(frozen=True)
+class RequestRef:
+    """The part of a ledger request that resolution needs."""
+
+    request_id: str
+    reason: str
+    subject_id: str | None = None
+    sample_id: str | None = None
+
+
+@dataclass
+class Manifest:
+    """Resolved (request, sample) rows of one batch against one dataset version."""
+
+    batch_id: str
+    dataset: str
+    dataset_version: int
+    dataset_fingerprint: str
+    rows: pd.DataFrame
+    excluded: dict[str, str]  # request_id -> reason it was quarantined (filled by validation)
+
+    def content(self) -> dict[str, Any]:
+        """The manifest as canonical JSON-able data (what the hash covers)."""
+        rows = self.rows.sort_values(["request_id", "sample_id"], na_position="first")
+        return {
+            "format": FORMAT,
+            "batch_id": self.batch_id,
+            "dataset": self.dataset,
+            "dataset_version": self.dataset_version,
+            "dataset_fingerprint": self.dataset_fingerprint,
+            "rows": [
+                {k: (None if pd.isna(v) else (int(v) if k == "label" else str(v))) for k, v in row.items()}
+                for row in rows[ROW_COLUMNS].to_dict(orient="records")
+            ],
+            "excluded": dict(sorted(self.excluded.items())),
+        }
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(canonical_json(self.content()).encode()).hexdigest()
+
+    @property
+    def request_ids(self) -> list[str]:
+        return sorted(self.rows["request_id"].unique())
+
+    @property
+    def valid_request_ids(self) -> list[str]:
+        return [r for r in self.request_ids if r not in self.excluded]
+
+    def forget_ids(self) -> list[str]:
+        """The forget set: sample ids of the requests not excluded, sorted and unique."""
+        rows = self.rows[~self.rows["request_id"].isin(list(self.excluded)) & self.rows["sample_id"].notna()]
+        return sorted(set(rows["sample_id"].astype(str)))
+
+    def samples_of(self, request_id: str) -> list[str]:
+        """Sample ids a request resolved to."""
+        rows = self.rows[(self.rows["request_id"] == request_id) & self.rows["sample_id"].notna()]
+        return sorted(set(rows["sample_id"].astype(str)))
+
+    def with_exclusions(self, excluded: dict[str, str]) -> "Manifest":
+        """A copy that excludes (quarantines) these requests with their reasons."""
+        merged = dict(self.excluded)
+        merged.update(excluded)
+        return Manifest(self.batch_id, self.dataset, self.dataset_version, self.dataset_fingerprint, self.rows, merged)
+
+    def write(self, path: Path) -> str:
+        """Write the manifest (content + its hash) to ``path``; return the hash."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        content = self.content()
+        digest = hashlib.sha256(canonical_json(content).encode()).hexdigest()
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps({**content, "sha256": digest}, indent=1, sort_keys=True) + "\n")
+        tmp.replace(path)
+        return digest
+
+    @classmethod
+    def read(cls, path: Path) -> "Manifest":
+        """Read a manifest file and check its hash."""
+        if not path.exists():
+            raise DataError(f"{path}: manifest not found")
+        data = json.loads(path.read_text())
+        stored = data.pop("sha256", None)
+        if data.get("format") != FORMAT:
+            raise DataError(f"{path}: unsupported manifest format {data.get('format')!r}")
+        actual = hashlib.sha256(canonical_json(data).encode()).hexdigest()
+        if stored != actual:
+            raise DataError(f"{path}: manifest hash mismatch (stored {stored}, content {actual})")
+        rows = pd.DataFrame(data["rows"], columns=ROW_COLUMNS)
+        rows["label"] = rows["label"].astype("Int64")
+        return cls(data["batch_id"], data["dataset"], int(data["dataset_version"]), data["dataset_fingerprint"],
+                   rows, dict(data.get("excluded", {})))
+
+
+def canonical_json(data: Any) -> str:
+    """Sorted keys, no whitespace: the form every hash in forgetflow is taken over."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def resolve(version: DatasetVersion, batch_id: str, requests: Sequence[RequestRef]) -> Manifest:
+    """Resolve requests to (request, sample) rows; unknown subjects/samples become rows with no sample."""
+    table = version.table
+    by_subject = {s: g for s, g in table[table["subject_id"] != ""].groupby("subject_id")}
+    by_sample = table.set_index("sample_id", drop=False)
+    erased = version.erased.set_index("sample_id", drop=False) if len(version.erased) else None
+    records: list[dict[str, Any]] = []
+
+    def add(req: RequestRef, sample_id: str | None, row: pd.Series | None) -> None:
+        records.append(
+            {
+                "request_id": req.request_id,
+                "reason": req.reason,
+                "subject_id": req.subject_id,
+                "sample_id": sample_id,
+                "label": None if row is None else int(row["label"]),
+                "split": None if row is None else str(row["split"]),
+                "content_hash": None if row is None else str(row["content_hash"]),
+            }
+        )
+
+    for req in requests:
+        if req.subject_id:
+            group = by_subject.get(req.subject_id)
+            if group is None:
+                # an erased subject keeps its tombstones: name them so validation says "already erased"
+                if erased is not None and (erased["subject_id"] == req.subject_id).any():
+                    for sid in sorted(erased.loc[erased["subject_id"] == req.subject_id, "sample_id"]):
+                        add(req, sid, None)
+                else:
+                    add(req, None, None)
+                continue
+            for _, row in group.sort_values("sample_id").iterrows():
+                add(req, str(row["sample_id"]), row)
+        elif req.sample_id:
+            row = by_sample.loc[req.sample_id] if req.sample_id in by_sample.index else None
+            add(req, req.sample_id, row)
+        else:
+            add(req, None, None)
+    rows = pd.DataFrame.from_records(records, columns=ROW_COLUMNS)
+    rows["label"] = rows["label"].astype("Int64")
+    return Manifest(batch_id, str(version.meta["dataset"]), version.version, version.fingerprint, rows, {})
+
+
+def requests_from(rows: Iterable[dict[str, Any]]) -> list[RequestRef]:
+    """RequestRefs from dict rows (ledger rows, JSON)."""
+    return [RequestRef(r["request_id"], r["reason"], r.get("subject_id") or None, r.get("sample_id") or None) for r in rows]

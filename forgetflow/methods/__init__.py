@@ -1,0 +1,14 @@
+"""Unlearning methods, found by name in ``METHODS``. Each module registers one method; the list below is
+explicit so that it can be read (and grepped) in one place."""
+
+from forgetflow.methods.base import (  # noqa: F401
+    METHODS,
+    MethodConfig,
+    MethodSpec,
+    Needs,
+    UnlearnData,
+    data_for,
+    register_method,
+)
+from forgetflow.methods import finetune  # noqa: F401,E402
+from forgetflow.methods import neggrad_plus  # noqa: F401,E402

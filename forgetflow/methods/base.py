@@ -1,0 +1,205 @@
+"""The method interface: a registered function plus what it declares about itself.
+
+``unlearn(model, data, cfg, run) -> model`` — the NeurIPS-2023 challenge contract, widened. A method may
+modify ``model`` in place and returns the unlearned model, which must have the original architecture;
+callers always pass a copy they own. ``data`` holds only the sets the method's ``needs`` declare: any other
+set raises ``MethodContractError`` on access, so a method cannot quietly use what it did not ask for.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Callable, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from forgetflow.data.samples import SampleSet
+from forgetflow.errors import ConfigError, MethodContractError
+from forgetflow.registry import Registry
+from forgetflow.runtime import RunContext
+from forgetflow.training import Recipe
+
+
+class Needs(enum.Flag):
+    """What data a method may receive."""
+
+    FORGET = enum.auto()
+    RETAIN = enum.auto()
+    TRAIN = enum.auto()  # the whole training split with stable sample uids (forget + retain, in one set)
+
+    def describe(self) -> str:
+        """``forget``, ``forget+retain``, ``forget+train (with sample ids)``..."""
+        parts = []
+        if Needs.FORGET in self:
+            parts.append("forget")
+        if Needs.RETAIN in self:
+            parts.append("retain")
+        if Needs.TRAIN in self:
+            parts.append("train (with sample ids)")
+        return "+".join(parts) or "nothing"
+
+
+class MethodConfig(BaseModel):
+    """Base of every method's hyper-parameters: unknown keys are errors, values frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UnlearnData:
+    """The sets handed to a method; sets outside its declared needs raise on access."""
+
+    def __init__(
+        self,
+        needs: Needs,
+        forget: SampleSet,
+        num_classes: int,
+        recipe: Recipe,
+        retain: SampleSet | None = None,
+        train: SampleSet | None = None,
+        method: str = "?",
+    ) -> None:
+        self._needs = needs
+        self._method = method
+        self._forget = forget
+        self._retain = retain
+        self._train = train
+        self.num_classes = num_classes
+        self.recipe = recipe  # the original training recipe (a retrain baseline reuses it)
+        for flag, value, name in ((Needs.RETAIN, retain, "retain"), (Needs.TRAIN, train, "train")):
+            if flag in needs and value is None:
+                raise MethodContractError(f"method {method!r} declares it needs the {name} set but none was given")
+
+    def _grant(self, flag: Needs, value: SampleSet | None, name: str) -> SampleSet:
+        if flag not in self._needs or value is None:
+            raise MethodContractError(
+                f"method {self._method!r} touched the {name} set, which its contract "
+                f"({self._needs.describe()}) does not grant"
+            )
+        return value
+
+    @property
+    def forget(self) -> SampleSet:
+        return self._grant(Needs.FORGET, self._forget, "forget")
+
+    @property
+    def retain(self) -> SampleSet:
+        return self._grant(Needs.RETAIN, self._retain, "retain")
+
+    @property
+    def train(self) -> SampleSet:
+        return self._grant(Needs.TRAIN, self._train, "train")
+
+
+UnlearnFn = Callable[[nn.Module, UnlearnData, Any, RunContext], nn.Module]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its function and what the pipeline needs to know without running it."""
+
+    name: str
+    fn: UnlearnFn
+    needs: Needs
+    config: type[MethodConfig]
+    paper: str
+    kind: Literal["paper", "baseline", "reference"]
+    summary: str
+    selects_checkpoint_on: str | None = None
+    search_space: dict[str, list[Any]] = field(default_factory=dict)
+
+    def unlearn(self, model: nn.Module, data: UnlearnData, cfg: MethodConfig, run: RunContext) -> nn.Module:
+        """Run the method; ``cfg`` must be this method's config type."""
+        if not isinstance(cfg, self.config):
+            raise ConfigError(f"method {self.name!r} expects {self.config.__name__}, got {type(cfg).__name__}")
+        return self.fn(model, data, cfg, run)
+
+    def scenarios(self) -> list[str]:
+        """Scenarios with a shipped preset (``forgetflow/presets/<method>/<scenario>.yaml``)."""
+        folder = resources.files("forgetflow") / "presets" / self.name
+        if not folder.is_dir():
+            return []
+        return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+    def preset(self, scenario: str) -> dict[str, Any]:
+        """The preset file's content (``config`` values and the ``search`` that produced them)."""
+        path = resources.files("forgetflow") / "presets" / self.name / f"{scenario}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"method {self.name!r} has no preset for scenario {scenario!r} (has: {', '.join(self.scenarios()) or 'none'})")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict) or "config" not in data:
+            raise ConfigError(f"preset {self.name}/{scenario}.yaml: needs a 'config' mapping")
+        return data
+
+    def resolve(self, scenario: str | None = None, overrides: Mapping[str, Any] | None = None) -> MethodConfig:
+        """Config = the method's defaults ← the scenario preset (if shipped) ← ``overrides``."""
+        values: dict[str, Any] = {}
+        if scenario and scenario in self.scenarios():
+            values.update(self.preset(scenario)["config"] or {})
+        values.update(overrides or {})
+        try:
+            return self.config.model_validate(values)
+        except Exception as exc:  # pydantic.ValidationError → one readable line
+            errors = getattr(exc, "errors", None)
+            if callable(errors):
+                first = errors()[0]
+                loc = ".".join(str(p) for p in first["loc"])
+                raise ConfigError(f"unlearn.methods.{self.name}.{loc}: {first['msg']}") from exc
+            raise
+
+    def describe(self) -> dict[str, Any]:
+        """What ``forgetflow methods --json`` prints for this method."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "needs": self.needs.describe(),
+            "paper": self.paper,
+            "summary": self.summary,
+            "scenarios": self.scenarios(),
+            "selects_checkpoint_on": self.selects_checkpoint_on,
+            "search_space": self.search_space,
+            "config": self.config.model_json_schema().get("properties", {}),
+        }
+
+
+METHODS: Registry[MethodSpec] = Registry("method")
+
+
+def register_method(
+    name: str,
+    *,
+    needs: Needs,
+    config: type[MethodConfig],
+    paper: str,
+    kind: Literal["paper", "baseline", "reference"] = "baseline",
+    selects_checkpoint_on: str | None = None,
+    search_space: dict[str, list[Any]] | None = None,
+) -> Callable[[UnlearnFn], UnlearnFn]:
+    """Decorator: register an unlearning function with its contract and declared search space.
+
+    The summary shown by ``forgetflow methods`` is the first line of the function's docstring.
+    """
+
+    def deco(fn: UnlearnFn) -> UnlearnFn:
+        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        METHODS.add(name, MethodSpec(name, fn, needs, config, paper, kind, summary, selects_checkpoint_on,
+                                     dict(search_space or {})))
+        return fn
+
+    return deco
+
+
+def data_for(spec: MethodSpec, forget: SampleSet, retain: SampleSet, num_classes: int, recipe: Recipe) -> UnlearnData:
+    """The ``UnlearnData`` a method's contract grants, built from a batch's forget and retain sets."""
+    return UnlearnData(
+        needs=spec.needs,
+        forget=forget,
+        retain=retain if Needs.RETAIN in spec.needs else None,
+        train=SampleSet.concat(forget, retain) if Needs.TRAIN in spec.needs else None,
+        num_classes=num_classes,
+        recipe=recipe,
+        method=spec.name,
+    )

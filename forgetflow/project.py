@@ -1,0 +1,114 @@
+"""A project = the folder holding params.yaml, its validated params, and every path derived from them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from forgetflow.config import Params, load_params, resolve_path, resolve_sqlalchemy_url
+from forgetflow.errors import ConfigError
+
+PARAMS_FILE = "params.yaml"
+
+
+def find_params(start: Path | None = None) -> Path:
+    """``$FORGETFLOW_PARAMS``, else the nearest params.yaml from ``start`` (default: cwd) upwards."""
+    env = os.environ.get("FORGETFLOW_PARAMS")
+    if env:
+        return Path(env)
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / PARAMS_FILE).exists():
+            return folder / PARAMS_FILE
+    raise ConfigError(f"no {PARAMS_FILE} in {here} or its parents (run from the project folder or pass --params)")
+
+
+@dataclass(frozen=True)
+class Project:
+    """Validated params plus resolved paths; the only way code finds files."""
+
+    root: Path
+    params: Params
+    params_path: Path
+
+    @classmethod
+    def load(cls, params_path: Path | str | None = None, overrides: Mapping[str, Any] | None = None) -> "Project":
+        """Load params.yaml (found upwards from the cwd when not given) with overrides."""
+        path = Path(params_path) if params_path else find_params()
+        path = path.resolve()
+        return cls(root=path.parent, params=load_params(path, overrides), params_path=path)
+
+    def with_params(self, params: Params) -> "Project":
+        """The same project with other (already validated) params."""
+        return Project(self.root, params, self.params_path)
+
+    def path(self, value: str) -> Path:
+        return resolve_path(self.root, value)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path(self.params.paths.data)
+
+    @property
+    def version_dir(self) -> Path:
+        """The current dataset version (inside the DVC-tracked data folder)."""
+        return self.data_dir / "current"
+
+    @property
+    def manifests_dir(self) -> Path:
+        return self.data_dir / "manifests"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.path(self.params.paths.artifacts)
+
+    @property
+    def prepared_dir(self) -> Path:
+        """Output of the ``prepare`` stage: version 1 as built from the raw files."""
+        return self.artifacts_dir / "prepared"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.artifacts_dir / "models"
+
+    @property
+    def oracle_dir(self) -> Path:
+        return self.artifacts_dir / "oracles"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.path(self.params.paths.state)
+
+    @property
+    def receipts_dir(self) -> Path:
+        return self.state_dir / "receipts"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.state_dir / "reports"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.state_dir / "prefect"
+
+    @property
+    def ledger_url(self) -> str:
+        return resolve_sqlalchemy_url(self.root, self.params.ledger.url)
+
+    @property
+    def tracking_uri(self) -> str:
+        return resolve_sqlalchemy_url(self.root, self.params.tracking.uri)
+
+    @property
+    def artifact_root(self) -> str:
+        value = self.params.tracking.artifact_root
+        if "://" in value:
+            return value
+        return self.path(value).resolve().as_uri()
+
+    @property
+    def dvc_remote_url(self) -> str:
+        value = self.params.versioning.remote_url
+        return value if "://" in value else str(self.path(value).resolve())

@@ -1,0 +1,154 @@
+"""Declared hyper-parameter searches that produce the shipped presets.
+
+Every method declares a search space (``register_method(..., search_space=...)``). A search runs the
+method over that grid on one scenario and scores each trial with an oracle-free objective computed on
+the *validation* split (never the test split, never the retrained oracle), then writes the winner to
+``forgetflow/presets/<method>/<family>.yaml`` together with the space, the objective, every trial's score
+and the command that reproduces it.
+
+Objectives (lower is better; points are percent):
+
+* ``privacy`` (families ``random`` and ``subject``): a retrained model treats forgotten samples like
+  unseen ones, so ``|FA - VA| + max(0, VA0 - VA) + 100 * |AUC(forget vs val) - 0.5|`` with FA the forget
+  accuracy, VA the validation accuracy, VA0 the original model's validation accuracy and AUC the
+  loss-threshold attack of forget against validation samples.
+* ``full-class`` (class c): ``FA + VA_c + max(0, VA0_rest - VA_rest)``: the class is gone from the
+  training samples and from unseen samples alike, the other classes keep their validation accuracy.
+* ``corrupted``: ``max(0, VA0 - VA) + FA`` with FA measured against the stored (corrupted) labels of the
+  discovered samples: the model must stop fitting the known corruption without losing validation utility.
+
+Trials whose unlearning time exceeds ``max_time_ratio`` x the original's training time (the retraining
+cost, known without an oracle) are rejected.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from forgetflow.bench import Setup
+from forgetflow.methods import METHODS, data_for
+from forgetflow.metrics.mia import balanced_auc
+from forgetflow.models import clone
+from forgetflow.runtime import RunContext
+from forgetflow.training import outputs
+
+OBJECTIVES = {
+    "random": "privacy",
+    "subject": "privacy",
+    "full-class": "full-class",
+    "corrupted": "corrupted",
+}
+
+
+def grid(space: dict[str, list[Any]], budget: int | None, seed: int) -> list[dict[str, Any]]:
+    """Every combination of ``space`` (or a seeded sample of ``budget`` of them)."""
+    keys = sorted(space)
+    combos = [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))]
+    if budget is not None and len(combos) > budget:
+        rng = np.random.default_rng(seed)
+        combos = [combos[i] for i in sorted(rng.choice(len(combos), size=budget, replace=False))]
+    return combos
+
+
+def validation_score(family: str, model, s: Setup, base: dict[str, float]) -> dict[str, float]:
+    """The objective of ``family`` for ``model`` (see the module docstring), with its parts."""
+    val = outputs(model, s.splits.val, device=s.device)
+    forget = outputs(model, s.splits.forget, device=s.device)
+    kind = OBJECTIVES[family]
+    if kind == "privacy":
+        auc = balanced_auc(forget.loss.numpy(), val.loss.numpy(), s.seed)
+        parts = {"forget_acc": forget.accuracy, "val_acc": val.accuracy, "auc_forget_vs_val": auc}
+        score = abs(forget.accuracy - val.accuracy) + max(0.0, base["val_acc"] - val.accuracy) + 100 * abs(auc - 0.5)
+    elif kind == "full-class":
+        c = int(s.task.details["label"])
+        in_c = val.labels == c
+        acc_c = 100.0 * float((val.correct[in_c]).float().mean()) if bool(in_c.any()) else 0.0
+        acc_rest = 100.0 * float((val.correct[~in_c]).float().mean())
+        parts = {"forget_acc": forget.accuracy, "val_acc_class": acc_c, "val_acc_rest": acc_rest}
+        score = forget.accuracy + acc_c + max(0.0, base["val_acc_rest"] - acc_rest)
+    else:
+        parts = {"forget_acc": forget.accuracy, "val_acc": val.accuracy}
+        score = max(0.0, base["val_acc"] - val.accuracy) + forget.accuracy
+    return {"score": float(score), **{k: float(v) for k, v in parts.items()}}
+
+
+def baseline_parts(s: Setup) -> dict[str, float]:
+    """The original model's validation figures the objectives compare against."""
+    val = outputs(s.original.model, s.splits.val, device=s.device)
+    base = {"val_acc": val.accuracy}
+    if "label" in s.task.details:
+        in_c = val.labels == int(s.task.details["label"])
+        base["val_acc_rest"] = 100.0 * float(val.correct[~in_c].float().mean())
+    return base
+
+
+def search(
+    s: Setup,
+    method: str,
+    space: dict[str, list[Any]] | None = None,
+    budget: int | None = None,
+    max_time_ratio: float | None = None,
+    fixed: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the declared (or given) search for ``method`` on ``s``; return the trials and the winner."""
+    spec = METHODS.get(method)
+    space = space or spec.search_space
+    family = s.task.preset
+    base = baseline_parts(s)
+    trials = []
+    for i, point in enumerate(grid(space, budget, s.seed)):
+        values = {**(fixed or {}), **point}
+        cfg = spec.resolve(None, values)
+        model = clone(s.original.model)
+        data = data_for(spec, s.splits.forget, s.splits.retain, s.splits.num_classes, s.recipe)
+        run = RunContext.create(s.seed + 1000, str(s.device))
+        start = time.perf_counter()
+        model = spec.unlearn(model, data, cfg, run)
+        seconds = time.perf_counter() - start
+        result = validation_score(family, model, s, base)
+        ratio = seconds / s.original.seconds if s.original.seconds > 0 else 0.0
+        trials.append({"trial": i, "config": point, "seconds": round(seconds, 3), "time_ratio": round(ratio, 4),
+                       "rejected": bool(max_time_ratio is not None and ratio > max_time_ratio),
+                       **{k: round(v, 4) for k, v in result.items()}})
+    eligible = [t for t in trials if not t["rejected"]] or trials
+    best = min(eligible, key=lambda t: (t["score"], t["seconds"]))
+    return {"method": method, "family": family, "objective": OBJECTIVES[family], "space": space,
+            "fixed": fixed or {}, "base": base, "trials": trials, "best": best,
+            "config": spec.resolve(None, {**(fixed or {}), **best["config"]}).model_dump()}
+
+
+def write_preset(result: dict[str, Any], folder: Path, context: dict[str, Any]) -> Path:
+    """Write a search result as ``<folder>/<method>/<family>.yaml`` (the shipped preset format)."""
+    path = folder / result["method"] / f"{result['family']}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"# Tuned defaults of {result['method']} for the {result['family']!r} scenario family.\n"
+        "# Read by the batch flow and `forgetflow bench` (unlearn.preset); override any key in params.yaml\n"
+        f"# under unlearn.methods.{result['method']}. Produced by the search recorded below; rerun with\n"
+        f"#   {context.get('command', 'forgetflow tune')}\n"
+    )
+    body = {
+        "method": result["method"],
+        "scenario": result["family"],
+        "config": result["config"],
+        "search": {
+            "objective": result["objective"],
+            "space": result["space"],
+            "fixed": result["fixed"],
+            "selected_on": "validation split (never test, never the oracle)",
+            "best": result["best"],
+            "trials": result["trials"],
+            "baseline": result["base"],
+            "date": dt.date.today().isoformat(),
+            **context,
+        },
+    }
+    path.write_text(header + yaml.safe_dump(body, sort_keys=False, default_flow_style=None, width=110))
+    return path

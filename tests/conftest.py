@@ -1,0 +1,75 @@
+"""Shared fixtures: digits dataset versions, a tiny CNN trained on them, and hermetic tool settings.
+
+Environment first: every tool writes under a session temporary folder and sends nothing anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="forgetflow-tests-"))
+os.environ.update(
+    {
+        "PREFECT_HOME": str(_SESSION_TMP / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{_SESSION_TMP / 'stray-mlflow.db'}",
+        "DVC_NO_ANALYTICS": "1",
+        "DVC_SITE_CACHE_DIR": str(_SESSION_TMP / "dvc-site"),
+        "HF_HUB_OFFLINE": "1",
+        "GIT_AUTHOR_NAME": "forgetflow-tests",
+        "GIT_AUTHOR_EMAIL": "tests@forgetflow.invalid",
+        "GIT_COMMITTER_NAME": "forgetflow-tests",
+        "GIT_COMMITTER_EMAIL": "tests@forgetflow.invalid",
+    }
+)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from forgetflow import bench  # noqa: E402
+from forgetflow.config import DataParams  # noqa: E402
+from forgetflow.data import DatasetVersion, prepare_version  # noqa: E402
+from forgetflow.training import Recipe  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# The tiny setup every method test shares: small-cnn of width 8 on 8x8 digits, trained in ~1-2 s.
+TINY_ARCH = ("small-cnn", {"in_channels": 1, "num_classes": 10, "image_size": 8, "width": 8})
+TINY_RECIPE = Recipe(epochs=15, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+
+@pytest.fixture(scope="session")
+def session_tmp() -> Path:
+    return _SESSION_TMP
+
+
+@pytest.fixture(scope="session")
+def digits_version(session_tmp: Path) -> DatasetVersion:
+    """Version 1 of scikit-learn digits (written to disk, loaded back)."""
+    version = prepare_version(DataParams(dataset="digits", shard_size=256), session_tmp, seed=0)
+    version.write(session_tmp / "digits" / "current")
+    return DatasetVersion.load(session_tmp / "digits" / "current")
+
+
+def make_setup(version: DatasetVersion, scenario: str, cache: Path, seed: int = 0, **options) -> bench.Setup:
+    """A benchmark setup on the tiny architecture (original + oracle cached under ``cache``)."""
+    return bench.setup(version, scenario, seed, TINY_ARCH[0], TINY_ARCH[1], TINY_RECIPE, cache, device="cpu",
+                       scenario_options=options, max_shadow=500)
+
+
+@pytest.fixture(scope="session")
+def digits_random(digits_version: DatasetVersion, session_tmp: Path) -> bench.Setup:
+    """Random 10 % of digits' training samples, with original and oracle."""
+    return make_setup(digits_version, "random", session_tmp / "models", fraction=0.1)
+
+
+@pytest.fixture(scope="session")
+def digits_full_class(digits_version: DatasetVersion, session_tmp: Path) -> bench.Setup:
+    """All training samples of digit 3, with original and oracle."""
+    return make_setup(digits_version, "full-class", session_tmp / "models", label=3)

@@ -1,0 +1,94 @@
+"""Every registered method, checked the same way (the registry is the test list).
+
+For each method: it runs on the tiny digits setup within its declared data needs, even when the sets it
+did not declare are present but poisoned; returns a module of the original architecture with finite
+weights; gives identical weights for the same seed; and its config rejects an unknown key.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from forgetflow.errors import ConfigError, MethodContractError
+from forgetflow.methods import METHODS, Needs, UnlearnData
+from forgetflow.models import clone, same_architecture
+from forgetflow.runtime import RunContext
+
+EXPECTED_AT_LEAST = 2  # guard: the parametrised list must never be silently empty
+
+
+class PoisonedSet:
+    """A set that raises on any use: handed over where a method's contract grants nothing."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, item: str):
+        raise AssertionError(f"method used the {self._name} set (.{item}) although its contract does not declare it")
+
+    def __len__(self) -> int:
+        raise AssertionError(f"method used len() of the {self._name} set although its contract does not declare it")
+
+
+def test_registry_is_not_empty():
+    assert len(METHODS) >= EXPECTED_AT_LEAST
+
+
+def _fast(name: str) -> dict:
+    """Smallest budget each method accepts, to keep the contract suite quick."""
+    spec = METHODS.get(name)
+    fields = spec.config.model_fields
+    out = {}
+    if "epochs" in fields:
+        out["epochs"] = 0.2 if fields["epochs"].annotation is float else 1
+    return out
+
+
+def _run(name: str, setup, seed: int = 7, poison: bool = False):
+    spec = METHODS.get(name)
+    s = setup.splits
+    needs = spec.needs
+    retain = s.retain if Needs.RETAIN in needs else (PoisonedSet("retain") if poison else None)
+    train = s.train if Needs.TRAIN in needs else (PoisonedSet("train") if poison else None)
+    widened = needs | (Needs.RETAIN | Needs.TRAIN if poison else Needs(0))
+    data = UnlearnData(widened, s.forget, s.num_classes, setup.recipe, retain=retain, train=train, method=name)
+    cfg = spec.resolve(None, _fast(name))
+    return spec.unlearn(clone(setup.original.model), data, cfg, RunContext.create(seed, "cpu"))
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_runs_within_contract_and_keeps_architecture(name, digits_random):
+    model = _run(name, digits_random, poison=True)
+    assert same_architecture(model, digits_random.original.model)
+    assert all(torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point())
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_same_seed_same_weights(name, digits_random):
+    a = _run(name, digits_random, seed=3).state_dict()
+    b = _run(name, digits_random, seed=3).state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{name}: parameter {k} differs between two runs with one seed"
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_config_rejects_unknown_key(name):
+    with pytest.raises(ConfigError, match="not_a_real_knob"):
+        METHODS.get(name).resolve(None, {"not_a_real_knob": 1})
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_undeclared_access_is_refused(name, digits_random):
+    spec = METHODS.get(name)
+    s = digits_random.splits
+    data = UnlearnData(spec.needs, s.forget, s.num_classes, digits_random.recipe,
+                       retain=s.retain if Needs.RETAIN in spec.needs else None,
+                       train=s.train if Needs.TRAIN in spec.needs else None, method=name)
+    if Needs.RETAIN not in spec.needs:
+        with pytest.raises(MethodContractError, match="retain"):
+            _ = data.retain
+    if Needs.TRAIN not in spec.needs:
+        with pytest.raises(MethodContractError, match="train"):
+            _ = data.train
