@@ -93,6 +93,15 @@ class Project:
     def prefect_home(self) -> Path:
         return self.state_dir / "prefect"
 
+    def open_ledger(self):
+        """The project's request ledger (the folder of a relative SQLite file is created)."""
+        from forgetflow.ledger import Ledger
+
+        url = self.ledger_url
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        return Ledger(url)
+
     @property
     def ledger_url(self) -> str:
         return resolve_sqlalchemy_url(self.root, self.params.ledger.url)

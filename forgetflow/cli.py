@@ -1,0 +1,388 @@
+"""The ``forgetflow`` command line (Typer). Errors are one line on stderr and a non-zero exit.
+
+Commands that run flows import Prefect lazily, inside the command; ``forgetflow --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterator, Optional
+
+import typer
+
+from forgetflow import runtime_env
+from forgetflow.errors import ForgetflowError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Make a trained image classifier forget data, prove it, ship it with receipts.")
+data_app = typer.Typer(no_args_is_help=True, help="Dataset versions, subjects and samples.")
+request_app = typer.Typer(no_args_is_help=True, help="The erasure-request ledger.")
+batch_app = typer.Typer(no_args_is_help=True, help="Deletion batches.")
+receipt_app = typer.Typer(no_args_is_help=True, help="Deletion receipts.")
+config_app = typer.Typer(no_args_is_help=True, help="params.yaml: validate, show the schema.")
+app.add_typer(data_app, name="data")
+app.add_typer(request_app, name="request")
+app.add_typer(batch_app, name="batch")
+app.add_typer(receipt_app, name="receipt")
+app.add_typer(config_app, name="config")
+
+
+class State:
+    params: Optional[Path] = None
+    overrides: list[str] = []
+
+
+STATE = State()
+
+
+@app.callback()
+def _root(
+    params: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to use (default: nearest upwards)")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a param: key.path=value (repeatable)")] = None,
+) -> None:
+    STATE.params = params
+    STATE.overrides = list(set_ or [])
+
+
+def project():
+    """Load the project (params + overrides); puts its root on sys.path for tasks/ and flows/."""
+    from forgetflow.config import parse_override
+    from forgetflow.project import Project
+
+    overrides = dict(parse_override(o) for o in STATE.overrides)
+    proj = Project.load(STATE.params, overrides)
+    runtime_env.apply(proj)
+    _code_on_path(proj.root)
+    return proj
+
+
+def _code_on_path(root: Path) -> None:
+    """``tasks/`` and ``flows/`` are not installed: use the project's, else the checkout forgetflow runs from."""
+    for candidate in (root, Path(__file__).resolve().parent.parent):
+        if (candidate / "flows").is_dir() and (candidate / "tasks").is_dir():
+            if str(candidate) not in sys.path:
+                sys.path.insert(0, str(candidate))
+            return
+    raise ForgetflowError(f"no flows/ and tasks/ folders next to {root} (run from a forgetflow checkout)")
+
+
+def emit(data: Any, as_json: bool, human: Callable[[Any], str] | None = None) -> None:
+    """Print machine output (JSON) or the human rendering."""
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str, sort_keys=False))
+    else:
+        typer.echo(human(data) if human else json.dumps(data, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def stdout_to_stderr(enabled: bool) -> Iterator[None]:
+    """Keep stdout clean for JSON: everything libraries print goes to stderr meanwhile."""
+    if not enabled:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+# ---- data ---------------------------------------------------------------------------------------
+@data_app.command("prepare")
+def data_prepare(force: Annotated[bool, typer.Option(help="rebuild even if prepared")] = False) -> None:
+    """Build dataset version 1 from the raw files into artifacts/prepared (the `prepare` DVC stage)."""
+    from forgetflow import pipeline
+
+    proj = project()
+    version = pipeline.prepare(proj, force=force)
+    typer.echo(f"prepared {version.label}: {version.meta['counts']} ({version.meta['subjects']} data subjects) "
+               f"in {proj.prepared_dir}")
+
+
+@data_app.command("init")
+def data_init() -> None:
+    """Create the current dataset version under data/ (tracked by DVC, pushed, recorded in the ledger)."""
+    proj = project()
+    from tasks import bootstrap
+
+    version = bootstrap.ensure_data(proj)
+    typer.echo(f"current dataset version: {version.label} ({version.meta['counts']['train']} training samples)")
+
+
+@data_app.command("subjects")
+def data_subjects(limit: Annotated[Optional[int], typer.Option(help="print at most N")] = None) -> None:
+    """Print the ids of data subjects that own training samples, one a line."""
+    from forgetflow import pipeline
+
+    for subject in pipeline.current_version(project()).subjects()[: limit or None]:
+        typer.echo(subject)
+
+
+@data_app.command("samples")
+def data_samples(
+    split: Annotated[Optional[str], typer.Option(help="train, val, test or unseen")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="print at most N")] = None,
+) -> None:
+    """Print sample ids, one a line."""
+    from forgetflow import pipeline
+    from forgetflow.data.version import SPLITS
+
+    if split is not None and split not in SPLITS:
+        raise ForgetflowError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
+    version = pipeline.current_version(project())
+    rows = version.rows(split) if split else version.table
+    for sample in rows["sample_id"].head(limit if limit else len(rows)):
+        typer.echo(sample)
+
+
+# ---- training -----------------------------------------------------------------------------------
+@app.command("train")
+def train(
+    force: Annotated[bool, typer.Option(help="register a new original even if a champion exists")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Train the original model on the current dataset version and register it as `champion`."""
+    proj = project()
+    from tasks import bootstrap
+
+    with stdout_to_stderr(as_json):
+        info = bootstrap.train_and_register(proj, force=force)
+    emit(info.__dict__, as_json, lambda i: (
+        f"champion is model version {i['version']} (run {i['run_id']}); test acc {i['metrics'].get('test_acc', float('nan')):.2f}%"
+        + (" — already registered, nothing to do" if i["already_registered"] else f"; trained in {i['seconds']:.1f} s")))
+
+
+@app.command("oracle")
+def oracle(manifest: Annotated[Path, typer.Option(help="forget manifest (data/manifests/<batch>.json)")]) -> None:
+    """Train (or reuse) the retrained oracle for a manifest (the `train_oracle` DVC stage)."""
+    from forgetflow import pipeline
+    from forgetflow.data import Manifest, load_version
+
+    proj = project()
+    m = Manifest.read(manifest)
+    version = pipeline.current_version(proj)
+    if version.version != m.dataset_version:
+        raise ForgetflowError(f"{manifest} was resolved against version {m.dataset_version}, current is {version.version}")
+    trained = pipeline.train_oracle(proj, version, m.sha256, pipeline.splits_for(version, m))
+    from forgetflow.models import save_checkpoint
+
+    save_checkpoint(trained.model, proj.models_dir / "oracle.pt")
+    typer.echo(f"oracle {trained.key}: {'cached' if trained.cached else 'trained'} ({trained.seconds:.1f} s to train)")
+
+
+# ---- requests -----------------------------------------------------------------------------------
+@request_app.command("add")
+def request_add(
+    reason: Annotated[str, typer.Option(help="privacy, mislabelled, poisoned or other")],
+    subject: Annotated[Optional[str], typer.Option(help="forget every sample of this data subject")] = None,
+    sample: Annotated[Optional[str], typer.Option(help="forget this one sample")] = None,
+    request_id: Annotated[Optional[str], typer.Option("--id", help="request id (default: generated)")] = None,
+    received_at: Annotated[Optional[str], typer.Option(help="ISO-8601 time (default: now)")] = None,
+) -> None:
+    """Accept one erasure request."""
+    import uuid
+
+    from forgetflow.ledger import make_request
+
+    proj = project()
+    req = make_request(request_id or f"req-{uuid.uuid4().hex[:12]}", reason, subject, sample, received_at)
+    result = proj.open_ledger().add([req], source="cli")
+    state = "accepted" if result.accepted else "already accepted (same content)"
+    typer.echo(f"{req.request_id}: {state}")
+
+
+@request_app.command("import")
+def request_import(file: Annotated[Path, typer.Argument(help="CSV: request_id,subject_id,sample_id,reason,received_at")]) -> None:
+    """Import requests from a CSV, all or nothing: any bad row rejects the whole file."""
+    from forgetflow.ledger import read_csv
+
+    proj = project()
+    result = proj.open_ledger().add(read_csv(file), source="import")
+    typer.echo(f"{file}: {len(result.accepted)} accepted, {len(result.duplicates)} already present")
+
+
+@request_app.command("list")
+def request_list(
+    state: Annotated[Optional[str], typer.Option(help="pending, claimed, done or quarantined")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """List requests (oldest first)."""
+    from forgetflow.ledger import STATES
+
+    if state is not None and state not in STATES:
+        raise ForgetflowError(f"--state must be one of {', '.join(STATES)}, not {state!r}")
+    rows = project().open_ledger().list(state=state)
+    emit(rows, as_json, lambda rs: "\n".join(
+        f"{r['request_id']}\t{r['state']}\t{r['reason']}\t{r['subject_id'] or r['sample_id']}\t{r['received_at']}"
+        + (f"\t{r['note']}" if r["note"] else "") for r in rs) or "no requests")
+
+
+@request_app.command("requeue")
+def request_requeue(request_id: Annotated[str, typer.Argument(help="a quarantined request")]) -> None:
+    """Put a quarantined request back to pending."""
+    project().open_ledger().requeue(request_id)
+    typer.echo(f"{request_id}: pending again")
+
+
+# ---- batches ------------------------------------------------------------------------------------
+@batch_app.command("run")
+def batch_run(
+    method: Annotated[Optional[str], typer.Option(help="force one method (default: per request reason)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    inject_failure: Annotated[Optional[str], typer.Option(hidden=True, help="drill: fail after this step")] = None,
+) -> None:
+    """Run a deletion batch now over the pending requests."""
+    proj = project()
+    if method is not None:
+        from forgetflow.methods import METHODS
+
+        METHODS.get(method)
+    with stdout_to_stderr(as_json):
+        from flows.deletion_batch import deletion_batch
+
+        result = deletion_batch(params_path=str(proj.params_path), overrides=_overrides(), method=method,
+                                inject_failure=inject_failure)
+        if result.get("batch_id"):
+            path = proj.reports_dir / result["batch_id"] / "summary.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result, indent=1, default=str))
+    emit(result, as_json, render_batch)
+
+
+def _overrides() -> dict[str, Any]:
+    from forgetflow.config import parse_override
+
+    return dict(parse_override(o) for o in STATE.overrides)
+
+
+@batch_app.command("recover")
+def batch_recover(force: Annotated[bool, typer.Option(help="also recover batches of live or remote owners")] = False) -> None:
+    """Fail batches whose process died and give their requests back."""
+    recovered = project().open_ledger().recover_stale(force=force)
+    typer.echo(f"recovered {len(recovered)} batch(es): {', '.join(recovered)}" if recovered else "no stale batch")
+
+
+def render_batch(r: dict[str, Any]) -> str:
+    """The human summary of a batch result."""
+    if r.get("status") != "done":
+        extra = "".join(f"\n  quarantined {k}: {v}" for k, v in (r.get("quarantined") or {}).items())
+        return f"batch {r.get('batch_id') or '-'}: {r.get('status')}{extra}"
+    m, o = r["metrics"], r.get("oracle") or {}
+    keys = [("forget_acc", "forget acc %"), ("retain_acc", "retain acc %"), ("test_acc", "test acc %"),
+            ("mia_efficacy", "MIA-efficacy (SalUn SVC) %"), ("mia_entropy", "MIA (SSD entropy LR) member %"),
+            ("mia_auc", "MIA loss AUC forget-vs-test")]
+    lines = [f"batch {r['batch_id']}: forgot {r['forget_samples']} sample(s) for {len(r['requests'])} request(s) "
+             f"with {r['method']}"]
+    for k, v in (r.get("quarantined") or {}).items():
+        lines.append(f"  quarantined {k}: {v}")
+    lines.append(f"  {'metric':34s} {'unlearned':>10s} {'oracle':>10s} {'before':>10s}")
+    for key, label in keys:
+        lines.append(f"  {label:34s} {m.get(key, float('nan')):10.3f} {o.get(key, float('nan')):10.3f} "
+                     f"{r['champion_before'].get(key, float('nan')):10.3f}")
+    if r.get("avg_gap") is not None:
+        lines.append(f"  avg gap to oracle: {r['avg_gap']:.3f} (SalUn: FA, RA, TA, MIA-efficacy), "
+                     f"{r['avg_gap_mumis']:.3f} (MU-Mis: RA, FA, TA)")
+    s = r["seconds"]
+    lines.append(f"  time: unlearn {s.get('unlearn', 0):.1f} s, oracle {s.get('oracle', 0):.1f} s, total {s.get('total', 0):.1f} s")
+    gates = ", ".join(f"{k} {'ok' if v['passed'] else 'FAIL'}" for k, v in r["gates"].items())
+    lines.append(f"  model version {r['model_version']} ({'promoted to champion' if r['promoted'] else 'not promoted'}; {gates})")
+    lines.append(f"  dataset version {r['data_version']['version']} (dvc {r['data_version'].get('dvc_md5') or '-'})")
+    lines.append(f"  receipts: {len(r['receipts'])} under {str(Path(r['receipts'][0]).parent) if r['receipts'] else '-'}")
+    return "\n".join(lines)
+
+
+# ---- status, receipts, methods, config ----------------------------------------------------------
+@app.command("status")
+def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Ledger counts by state, champion and challenger versions, current dataset version."""
+    proj = project()
+    from tasks import bootstrap
+
+    with stdout_to_stderr(as_json):
+        info = bootstrap.describe(proj)
+    emit(info, as_json, lambda i: "\n".join([
+        "requests: " + ", ".join(f"{k} {v}" for k, v in i["requests"].items()),
+        f"champion: {i['champion'] or '-'}   challenger: {i['challenger'] or '-'}   ({i['model_name']})",
+        "dataset: " + (f"{i['dataset_version']['dataset']} v{i['dataset_version']['version']} "
+                       f"({i['dataset_version']['train_samples']} train, {i['dataset_version']['erased_total']} erased)"
+                       if i["dataset_version"] else "not prepared"),
+    ]))
+
+
+@receipt_app.command("verify")
+def receipt_verify(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Check every receipt: its hash, the chain, and each link (manifest, ledger, data version, MLflow)."""
+    proj = project()
+    from tasks import audit
+
+    with stdout_to_stderr(as_json):
+        result = audit.verify_receipts(proj)
+    emit({"ok": result.ok, "checked": result.checked, "problems": result.problems}, as_json,
+         lambda d: (f"{d['checked']} receipt(s) verified: chain and links intact" if d["ok"]
+                    else "\n".join([f"{len(d['problems'])} problem(s):"] + [f"  {p}" for p in d["problems"]])))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command("methods")
+def methods(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Every registered unlearning method: data contract, paper, scenarios with presets."""
+    from forgetflow.methods import METHODS
+
+    rows = [METHODS.get(n).describe() for n in METHODS.names()]
+    if not as_json:
+        for r in rows:
+            r.pop("config")
+    emit(rows, as_json, lambda rs: "\n".join(
+        f"{r['name']:16s} {r['kind']:9s} needs {r['needs']:28s} presets: {', '.join(r['scenarios']) or '-':32s} {r['paper']}"
+        for r in rs))
+
+
+@config_app.command("validate")
+def config_validate() -> None:
+    """Validate params.yaml (every method section too) and print the resolved values."""
+    proj = project()
+    typer.echo(f"{proj.params_path}: valid")
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of params.yaml (for editor completion)."""
+    from forgetflow.config import Params
+
+    typer.echo(json.dumps(Params.model_json_schema(), indent=2))
+
+
+def main() -> None:
+    """Console entry point: one-line errors, non-zero exits."""
+    runtime_env.apply()
+    try:
+        app(standalone_mode=False)
+    except ForgetflowError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors carry their own message and exit code
+        import os
+
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if os.environ.get("FORGETFLOW_DEBUG"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        typer.echo(f"error: internal error: {type(exc).__name__}: {first} (FORGETFLOW_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

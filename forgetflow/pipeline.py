@@ -1,0 +1,210 @@
+"""The pure steps of forgetflow's jobs, which ``tasks/`` wrap and ``flows/`` chain.
+
+Nothing here talks to MLflow, DVC, Great Expectations or Prefect: these functions read and write the
+project's own files (dataset versions, manifests, the model cache) and compute.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from torch import nn
+
+from forgetflow.data import DatasetVersion, Manifest, RequestRef, build_splits, load_version, prepare_version, resolve
+from forgetflow.data.splits import Splits
+from forgetflow.errors import DataError
+from forgetflow.methods import METHODS, data_for
+from forgetflow.models import clone, same_architecture
+from forgetflow.oracle import TrainedModel, train_cached
+from forgetflow.project import Project
+from forgetflow.runtime import RunContext
+from forgetflow.scenarios import REASON_PRESET
+from forgetflow.training import Recipe
+
+CORRUPTION_REASONS = ("mislabelled", "poisoned")
+
+
+# ---- data ---------------------------------------------------------------------------------------
+def prepare(project: Project, force: bool = False) -> DatasetVersion:
+    """Build version 1 from the raw files into ``artifacts/prepared`` (the ``prepare`` stage's output)."""
+    if not force and (project.prepared_dir / "version.json").exists():
+        return load_version(project.prepared_dir)
+    version = prepare_version(project.params.data, project.root, project.params.seed)
+    version.write(project.prepared_dir)
+    return version
+
+
+def current_version(project: Project, create: bool = True) -> DatasetVersion:
+    """The current dataset version under ``data/current``; created from the prepared one when absent."""
+    if (project.version_dir / "version.json").exists():
+        return load_version(project.version_dir)
+    if not create:
+        raise DataError(f"{project.version_dir}: no dataset version yet (run `forgetflow data prepare`)")
+    prepared = prepare(project)
+    project.version_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = project.version_dir.parent / ".current.init"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(prepared.root, tmp)
+    tmp.replace(project.version_dir)
+    return load_version(project.version_dir)
+
+
+def version_row(version: DatasetVersion, dvc_md5: str | None, batch_id: str | None) -> dict[str, Any]:
+    """The ledger's record of a dataset version."""
+    import datetime as dt
+
+    return {"dataset": version.meta["dataset"], "version": version.version, "fingerprint": version.fingerprint,
+            "dvc_md5": dvc_md5, "parent": version.meta.get("parent_version"), "batch_id": batch_id,
+            "train_samples": int(version.meta["counts"].get("train", 0)), "erased_total": int(version.meta["erased"]),
+            "created_at": dt.datetime.now(dt.timezone.utc)}
+
+
+# ---- models -------------------------------------------------------------------------------------
+def recipe(project: Project) -> Recipe:
+    t = project.params.train
+    return Recipe(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, momentum=t.momentum,
+                  weight_decay=t.weight_decay, schedule=t.schedule)
+
+
+def arch(project: Project, version: DatasetVersion) -> tuple[str, dict[str, Any]]:
+    """The architecture name and config for models of this project on this dataset version."""
+    c, h, _ = version.shape
+    config = {"in_channels": c, "num_classes": version.num_classes, "image_size": h}
+    if project.params.model.arch == "small-cnn":
+        config["width"] = project.params.model.width
+    return project.params.model.arch, config
+
+
+def train_original(project: Project, version: DatasetVersion, progress: bool | None = None) -> TrainedModel:
+    """Train (or load from the cache) the original model on the version's whole training split."""
+    name, config = arch(project, version)
+    train = version.sample_set(split="train")
+    return train_cached("original", train, version.fingerprint, "", name, config, recipe(project), project.params.seed,
+                        project.oracle_dir, project.params.train.device,
+                        project.params.train.progress if progress is None else progress,
+                        project.params.train.deterministic)
+
+
+def train_oracle(project: Project, version: DatasetVersion, manifest_sha256: str, splits: Splits,
+                 progress: bool | None = None) -> TrainedModel:
+    """The retrained oracle: the original's recipe on the retain set, cached by (version, manifest, recipe, seed)."""
+    name, config = arch(project, version)
+    return train_cached("oracle", splits.retain, version.fingerprint, manifest_sha256, name, config, recipe(project),
+                        project.params.seed, project.oracle_dir, project.params.train.device,
+                        project.params.train.progress if progress is None else progress,
+                        project.params.train.deterministic)
+
+
+# ---- manifests ----------------------------------------------------------------------------------
+def resolve_requests(version: DatasetVersion, batch_id: str, requests: Sequence[dict[str, Any]]) -> Manifest:
+    refs = [RequestRef(r["request_id"], r["reason"], r.get("subject_id"), r.get("sample_id")) for r in requests]
+    return resolve(version, batch_id, refs)
+
+
+def manifest_path(project: Project, batch_id: str) -> Path:
+    return project.manifests_dir / f"{batch_id}.json"
+
+
+# ---- method choice ------------------------------------------------------------------------------
+@dataclass
+class Phase:
+    """One unlearning pass of a batch: a method, its preset family and the requests it handles."""
+
+    method: str
+    preset: str | None
+    request_ids: list[str]
+    forget_ids: list[str] = field(default_factory=list)
+
+
+def plan_phases(project: Project, version: DatasetVersion, manifest: Manifest, method: str | None = None) -> list[Phase]:
+    """Group the batch's honoured requests by the method that handles them (corruption first).
+
+    ``method`` (or ``unlearn.method`` when not ``auto``) forces one method for every request. Otherwise each
+    request's reason picks its method from ``unlearn.by_reason``. The preset family follows the reason
+    (corrupted data → ``corrupted``) and, for privacy requests, the shape of the forget set: a whole class →
+    ``full-class``; at least 2 % of the training split → ``random``; else ``subject``.
+    """
+    params = project.params.unlearn
+    forced = method or (params.method if params.method != "auto" else None)
+    rows = manifest.rows[manifest.rows["request_id"].isin(manifest.valid_request_ids)]
+    reasons = rows.groupby("request_id")["reason"].first().to_dict()
+    groups: dict[tuple[str, bool], list[str]] = {}
+    for rid, reason in sorted(reasons.items()):
+        corrupted = reason in CORRUPTION_REASONS
+        name = forced or params.by_reason[reason]
+        groups.setdefault((name, corrupted), []).append(rid)
+    phases = []
+    for (name, corrupted), rids in sorted(groups.items(), key=lambda kv: (not kv[0][1], kv[0][0])):
+        ids = sorted({s for rid in rids for s in manifest.samples_of(rid)})
+        if params.preset is None:
+            preset = None
+        elif params.preset != "auto":
+            preset = params.preset
+        else:
+            preset = "corrupted" if corrupted else privacy_family(version, ids)
+        phases.append(Phase(name, preset, rids, ids))
+    # one method for every request: merge its groups into one pass over the whole forget set
+    if forced and len(phases) > 1:
+        ids = sorted({s for p in phases for s in p.forget_ids})
+        preset = phases[0].preset if params.preset != "auto" else (
+            "corrupted" if all(p.preset == "corrupted" for p in phases) else privacy_family(version, ids))
+        phases = [Phase(forced, preset, sorted(r for p in phases for r in p.request_ids), ids)]
+    return phases
+
+
+def privacy_family(version: DatasetVersion, forget_ids: list[str]) -> str:
+    """``full-class``, ``random`` or ``subject``, from the shape of a privacy forget set."""
+    train = version.rows("train")
+    forget = train[train["sample_id"].isin(forget_ids)]
+    if len(forget):
+        top = forget["label"].value_counts()
+        label, count = int(top.index[0]), int(top.iloc[0])
+        class_size = int((train["label"] == label).sum())
+        if count >= 0.95 * class_size and count >= 0.95 * len(forget):
+            return "full-class"
+    if len(forget) >= 0.02 * len(train):
+        return "random"
+    return REASON_PRESET["privacy"]
+
+
+# ---- unlearning ---------------------------------------------------------------------------------
+@dataclass
+class UnlearnOutcome:
+    model: nn.Module
+    seconds: float
+    phases: list[dict[str, Any]]
+
+
+def unlearn(project: Project, model: nn.Module, splits: Splits, version: DatasetVersion, phases: Sequence[Phase],
+            overrides: dict[str, dict[str, Any]] | None = None, run: RunContext | None = None) -> UnlearnOutcome:
+    """Run each phase's method on the model in turn; every phase sees the batch's whole retain set."""
+    run = run or RunContext.create(project.params.seed, project.params.train.device, project.params.train.deterministic)
+    reference = clone(model)
+    done = []
+    total = 0.0
+    for phase in phases:
+        spec = METHODS.get(phase.method)
+        section = dict(project.params.unlearn.methods.get(phase.method, {}))
+        section.update((overrides or {}).get(phase.method, {}))
+        cfg = spec.resolve(phase.preset, section)
+        rows = version.table[version.table["sample_id"].isin(phase.forget_ids)].sort_values("sample_id")
+        forget = version.sample_set(rows)
+        data = data_for(spec, forget, splits.retain, splits.num_classes, recipe(project))
+        start = time.perf_counter()
+        model = spec.unlearn(model, data, cfg, run)
+        seconds = time.perf_counter() - start
+        total += seconds
+        if not same_architecture(model, reference):
+            raise DataError(f"method {phase.method!r} returned a model of another architecture")
+        done.append({"method": phase.method, "preset": phase.preset, "config": cfg.model_dump(),
+                     "requests": phase.request_ids, "forget_samples": len(phase.forget_ids), "seconds": seconds})
+    return UnlearnOutcome(model=model.eval(), seconds=total, phases=done)
+
+
+def splits_for(version: DatasetVersion, manifest: Manifest) -> Splits:
+    """Forget (every honoured sample of the batch) / retain / val / test sets."""
+    return build_splits(version, manifest.forget_ids())

@@ -1,0 +1,142 @@
+"""Deletion receipts: one JSON document per request, hash-chained across all batches.
+
+A receipt links request → manifest hash → dataset version → flow run → MLflow run → model version →
+metrics → verdict. Its ``sha256`` covers its canonical JSON without that field; ``prev_sha256`` is the
+previous receipt's hash, so editing, removing or reordering any receipt breaks the chain. The ledger keeps
+(seq, sha256, prev_sha256, path) of every receipt as a second, independent copy of the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from forgetflow.data.manifest import Manifest, canonical_json
+from forgetflow.errors import ReceiptError
+
+FORMAT = 1
+
+
+def seal(body: dict[str, Any], seq: int, prev_sha256: str | None) -> dict[str, Any]:
+    """Add ``seq``, ``prev_sha256`` and the receipt's own ``sha256``."""
+    doc = {**body, "receipt_format": FORMAT, "seq": seq, "prev_sha256": prev_sha256}
+    doc.pop("sha256", None)
+    doc["sha256"] = hashlib.sha256(canonical_json(doc).encode()).hexdigest()
+    return doc
+
+
+def digest(doc: dict[str, Any]) -> str:
+    """Recompute a receipt's hash from its content."""
+    body = {k: v for k, v in doc.items() if k != "sha256"}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def receipt_path(folder: Path, seq: int, request_id: str) -> Path:
+    """Where receipt ``seq`` of ``request_id`` is stored (ids made file-name safe)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in request_id)
+    return folder / f"{seq:08d}-{safe}.json"
+
+
+def write(doc: dict[str, Any], path: Path) -> None:
+    """Write a sealed receipt atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def build_bodies(manifest: Manifest, manifest_path: str, manifest_sha256: str, requests: Sequence[dict[str, Any]],
+                 context: dict[str, Any]) -> list[dict[str, Any]]:
+    """One unsealed receipt body per request of the batch that was honoured."""
+    bodies = []
+    for req in requests:
+        rid = req["request_id"]
+        samples = manifest.samples_of(rid)
+        bodies.append({
+            "request": {k: req.get(k) for k in ("request_id", "subject_id", "sample_id", "reason", "received_at",
+                                                  "content_sha256")},
+            "samples": {"count": len(samples), "sample_ids": samples},
+            "manifest": {"path": manifest_path, "sha256": manifest_sha256, "batch_id": manifest.batch_id},
+            **context,
+        })
+    return bodies
+
+
+@dataclass
+class Verification:
+    """The outcome of verifying the receipt chain."""
+
+    checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+LinkCheck = Callable[[dict[str, Any]], list[str]]
+
+
+def verify(rows: Sequence[dict[str, Any]], root: Path, link_checks: Sequence[LinkCheck] = ()) -> Verification:
+    """Check every receipt file against its hash, the chain, the ledger's copy and each link check."""
+    result = Verification()
+    prev: str | None = None
+    for expected_seq, row in enumerate(rows, start=1):
+        path = Path(row["path"])
+        path = path if path.is_absolute() else root / path
+        where = f"receipt {row['seq']} ({row['request_id']})"
+        if row["seq"] != expected_seq:
+            result.problems.append(f"{where}: ledger sequence jumps to {row['seq']} (expected {expected_seq})")
+        if not path.exists():
+            result.problems.append(f"{where}: file {path} is missing")
+            prev = row["sha256"]
+            continue
+        try:
+            doc = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            result.problems.append(f"{where}: {path} is not valid JSON ({exc.msg})")
+            prev = row["sha256"]
+            continue
+        actual = digest(doc)
+        if doc.get("sha256") != actual:
+            result.problems.append(f"{where}: content was edited (hash {actual[:12]}… ≠ stored {str(doc.get('sha256'))[:12]}…)")
+        if doc.get("sha256") != row["sha256"]:
+            result.problems.append(f"{where}: file hash differs from the ledger's copy of the chain")
+        if doc.get("prev_sha256") != prev:
+            result.problems.append(f"{where}: chain broken (prev_sha256 does not match the previous receipt)")
+        if doc.get("seq") != row["seq"] or doc.get("request", {}).get("request_id") != row["request_id"]:
+            result.problems.append(f"{where}: file names another request or sequence number")
+        for check in link_checks:
+            result.problems.extend(f"{where}: {p}" for p in check(doc))
+        prev = row["sha256"]
+        result.checked += 1
+    return result
+
+
+def check_manifest_link(root: Path) -> LinkCheck:
+    """A link check: the manifest file exists and hashes to what the receipt says."""
+
+    def check(doc: dict[str, Any]) -> list[str]:
+        info = doc.get("manifest", {})
+        path = root / info.get("path", "")
+        if not path.exists():
+            return [f"manifest {info.get('path')} is missing"]
+        try:
+            manifest = Manifest.read(path)
+        except ReceiptError as exc:  # pragma: no cover - Manifest.read raises DataError
+            return [str(exc)]
+        except Exception as exc:  # noqa: BLE001 - any unreadable manifest is a broken link
+            return [f"manifest {info.get('path')}: {exc}"]
+        if manifest.sha256 != info.get("sha256"):
+            return [f"manifest {info.get('path')} hashes to {manifest.sha256[:12]}…, receipt says {str(info.get('sha256'))[:12]}…"]
+        rid = doc.get("request", {}).get("request_id")
+        if rid not in manifest.valid_request_ids:
+            return [f"manifest {info.get('path')} does not list request {rid} as honoured"]
+        if manifest.samples_of(rid) != doc.get("samples", {}).get("sample_ids"):
+            return [f"manifest {info.get('path')} resolves request {rid} to other samples"]
+        return []
+
+    return check

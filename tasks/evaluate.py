@@ -1,0 +1,77 @@
+"""Evaluation tasks: the retrained oracle (cached) and the metrics of candidate, champion and oracle."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from forgetflow import pipeline
+from forgetflow.metrics import compare_to_oracle, evaluate_model
+from forgetflow.models import load_checkpoint
+from forgetflow.project import Project
+from forgetflow.runtime import resolve_device
+from tasks import tracking
+from tasks.unlearn import GPU_TAG
+
+
+@dataclass
+class OracleResult:
+    path: str
+    seconds: float  # how long training it took (measured when it was trained)
+    cached: bool
+    key: str
+
+
+@task(name="train-oracle", tags=[GPU_TAG], cache_policy=NO_CACHE)
+def train_oracle(project: Project, manifest_path: str, manifest_sha256: str) -> OracleResult:
+    """Retrain from scratch on the retain set with the original recipe (or reuse the cached oracle)."""
+    version = pipeline.current_version(project)
+    manifest = pipeline.Manifest.read(project.root / manifest_path)
+    splits = pipeline.splits_for(version, manifest)
+    trained = pipeline.train_oracle(project, version, manifest_sha256, splits)
+    return OracleResult(str(trained.path), trained.seconds, trained.cached, trained.key)
+
+
+@dataclass
+class Scores:
+    metrics: dict[str, float]
+    champion: dict[str, float]
+    oracle: dict[str, float] | None
+    gaps: dict[str, float] = field(default_factory=dict)
+    report_path: str = ""
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_candidate(project: Project, batch_id: str, manifest_path: str, candidate_path: str,
+                       champion_version: str, oracle: OracleResult | None) -> Scores:
+    """Forget/retain/test accuracy and every MIA convention for candidate, champion and oracle; gaps."""
+    version = pipeline.current_version(project)
+    manifest = pipeline.Manifest.read(project.root / manifest_path)
+    splits = pipeline.splits_for(version, manifest)
+    device = resolve_device(project.params.train.device)
+    kw = {"device": device, "batch_size": project.params.evaluate.batch_size,
+          "max_shadow": project.params.evaluate.mia_max_shadow, "seed": project.params.seed}
+    candidate = evaluate_model(load_checkpoint(Path(candidate_path), device), splits, **kw)
+    champion = evaluate_model(tracking.load_version_model(project, champion_version, str(device)), splits, **kw)
+    oracle_eval = evaluate_model(load_checkpoint(Path(oracle.path), device), splits, **kw) if oracle else None
+    gaps = compare_to_oracle(candidate, oracle_eval) if oracle_eval else {}
+    report = {"batch_id": batch_id, "forget_samples": len(splits.forget), "retain_samples": len(splits.retain),
+              "test_samples": len(splits.test), "candidate": candidate.metrics, "champion": champion.metrics,
+              "oracle": oracle_eval.metrics if oracle_eval else None, "gaps": gaps,
+              "mia_conventions": _mia_names()}
+    path = project.reports_dir / batch_id / "evaluation.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
+    return Scores(candidate.metrics, champion.metrics, oracle_eval.metrics if oracle_eval else None, gaps,
+                  str(path.relative_to(project.root)))
+
+
+def _mia_names() -> dict[str, str]:
+    from forgetflow.metrics.mia import MIAS
+
+    return {MIAS.get(n).key: f"{n}: {MIAS.get(n).convention}" for n in MIAS.names()}

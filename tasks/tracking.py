@@ -1,0 +1,209 @@
+"""MLflow adapter: the only module that imports mlflow.
+
+Sets the tracking URI from params (never at import time), logs runs, registers model versions, moves the
+``champion``/``challenger`` aliases and writes every move to the ledger (MLflow keeps no alias history).
+Models are logged twice: as an MLflow PyTorch model (pickle format, so ``mlflow.pytorch.load_model``
+returns a fine-tunable module) and as ``checkpoint/checkpoint.pt`` (architecture + weights, loaded with
+``weights_only=True``), which is what forgetflow itself loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from forgetflow.errors import ForgetflowError
+from forgetflow.ledger import Ledger
+from forgetflow.models import load_checkpoint, save_checkpoint
+from forgetflow.project import Project
+
+log = logging.getLogger(__name__)
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+_CONFIGURED: dict[str, str] = {}
+
+
+def configure(project: Project) -> str:
+    """Point MLflow at the project's store and make sure the experiment exists; returns its id."""
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # the pickle-format notice: chosen on purpose
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    uri = project.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    key = f"{uri}|{project.params.tracking.experiment}"
+    if key in _CONFIGURED:
+        return _CONFIGURED[key]
+    name = project.params.tracking.experiment
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        artifact = project.artifact_root.rstrip("/") + f"/{name}"
+        experiment_id = mlflow.create_experiment(name, artifact_location=artifact)
+    else:
+        experiment_id = exp.experiment_id
+    _CONFIGURED[key] = experiment_id
+    return experiment_id
+
+
+def client(project: Project):
+    from mlflow import MlflowClient
+
+    configure(project)
+    return MlflowClient(tracking_uri=project.tracking_uri)
+
+
+def _pip_requirements() -> list[str]:
+    import torch
+
+    return [f"torch=={torch.__version__.split('+')[0]}"]
+
+
+def log_model_run(
+    project: Project,
+    model: nn.Module,
+    run_name: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    documents: dict[str, Any] | None = None,
+    files: dict[str, Path] | None = None,
+) -> tuple[str, str]:
+    """One MLflow run that logs a model and registers it as a new version; returns (run_id, version)."""
+    import mlflow
+    import mlflow.pytorch
+
+    experiment_id = configure(project)
+    name = project.params.tracking.model_name
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.log_params({k: _short(v) for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and v == v})
+        mlflow.set_tags(tags)
+        for path, doc in (documents or {}).items():
+            mlflow.log_dict(doc, path)
+        for artifact_dir, file in (files or {}).items():
+            mlflow.log_artifact(str(file), artifact_path=artifact_dir)
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = save_checkpoint(model, Path(tmp) / "checkpoint.pt")
+            mlflow.log_artifact(str(ckpt), artifact_path="checkpoint")
+        info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
+                                        pip_requirements=_pip_requirements(), registered_model_name=name)
+        version = str(info.registered_model_version)
+    c = client(project)
+    for key, value in tags.items():
+        c.set_model_version_tag(name, version, key, value)
+    return run.info.run_id, version
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text[:6000]
+
+
+def alias_version(project: Project, alias: str) -> str | None:
+    """The version behind an alias, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client(project).get_model_version_by_alias(project.params.tracking.model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def version_info(project: Project, version: str) -> dict[str, Any]:
+    """Run id, tags and source of a model version."""
+    mv = client(project).get_model_version(project.params.tracking.model_name, version)
+    return {"version": str(mv.version), "run_id": mv.run_id, "tags": dict(mv.tags), "source": mv.source,
+            "aliases": list(mv.aliases)}
+
+
+def load_version_model(project: Project, version: str, device: str = "cpu") -> nn.Module:
+    """Rebuild a registered version's model from its checkpoint artifact (weights only)."""
+    import mlflow
+
+    info = version_info(project, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=info["run_id"], artifact_path="checkpoint/checkpoint.pt",
+                                                   dst_path=tmp)
+        return load_checkpoint(Path(path), device)
+
+
+def run_metrics(project: Project, run_id: str) -> dict[str, float]:
+    return dict(client(project).get_run(run_id).data.metrics)
+
+
+def move_alias(project: Project, ledger: Ledger, alias: str, version: str | None, reason: str, actor: str,
+               batch_id: str | None = None) -> str | None:
+    """Point ``alias`` at ``version`` (None removes it); record the move; return the previous version."""
+    name = project.params.tracking.model_name
+    previous = alias_version(project, alias)
+    if previous == version:
+        return previous
+    c = client(project)
+    if version is None:
+        c.delete_registered_model_alias(name, alias)
+    else:
+        c.set_registered_model_alias(name, alias, version)
+    ledger.record_alias_move(name, alias, previous, version, reason, actor, batch_id)
+    return previous
+
+
+def restore_alias(project: Project, alias: str, version: str | None) -> None:
+    """Put an alias back where it was (rollback of a failed batch; the ledger rows are removed separately)."""
+    name = project.params.tracking.model_name
+    c = client(project)
+    if version is None:
+        if alias_version(project, alias) is not None:
+            c.delete_registered_model_alias(name, alias)
+    else:
+        c.set_registered_model_alias(name, alias, version)
+
+
+def delete_version(project: Project, version: str) -> None:
+    """Remove a model version (rollback of a failed batch) and mark its run as rolled back."""
+    c = client(project)
+    info = version_info(project, version)
+    c.delete_model_version(project.params.tracking.model_name, version)
+    c.set_tag(info["run_id"], "forgetflow.rolled_back", "true")
+    c.set_terminated(info["run_id"], status="FAILED")
+
+
+def versions(project: Project) -> list[dict[str, Any]]:
+    """Every registered version with its aliases and tags, oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client(project).search_model_versions(f"name='{project.params.tracking.model_name}'")
+    except MlflowException:
+        return []
+    return sorted(({"version": str(v.version), "run_id": v.run_id, "aliases": list(v.aliases), "tags": dict(v.tags)}
+                   for v in found), key=lambda v: int(v["version"]))
+
+
+def require_champion(project: Project) -> str:
+    version = alias_version(project, CHAMPION)
+    if version is None:
+        raise ForgetflowError(
+            f"no model holds alias {CHAMPION!r} in registry {project.params.tracking.model_name!r}; "
+            "run `forgetflow train` first"
+        )
+    return version
+
+
+def run_exists(project: Project, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client(project).get_run(run_id)
+        return True
+    except MlflowException:
+        return False
