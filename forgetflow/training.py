@@ -166,3 +166,10 @@ class Stopwatch:
 
     def __call__(self) -> float:
         return time.perf_counter() - self.start
+
+
+# ---- random relabelling (Random Labels, SalUn) ------------------------------------------------------
+def random_wrong_labels(labels: torch.Tensor, num_classes: int, run: RunContext) -> torch.Tensor:
+    """A uniformly drawn label different from each true label, ``(y + U{1..C-1}) mod C``, from ``run.generator``."""
+    shift = torch.randint(1, num_classes, labels.shape, generator=run.generator)
+    return (labels.cpu() + shift) % num_classes

@@ -12,3 +12,8 @@ from forgetflow.methods.base import (  # noqa: F401
 )
 from forgetflow.methods import finetune  # noqa: F401,E402
 from forgetflow.methods import neggrad_plus  # noqa: F401,E402
+from forgetflow.methods import aru  # noqa: F401,E402
+from forgetflow.methods import gradient_ascent  # noqa: F401,E402
+from forgetflow.methods import random_labels  # noqa: F401,E402
+from forgetflow.methods import l1_sparse  # noqa: F401,E402
+from forgetflow.methods import salun  # noqa: F401,E402

@@ -1,0 +1,49 @@
+"""Gradient Ascent (GA): take SGD steps that *increase* the cross-entropy on the forget set.
+
+Paper: the "GA" / "NegGrad" baseline of Thudi et al., "Unrolling SGD", EuroS&P 2022, and Graves et al.,
+"Amnesiac Machine Learning", AAAI 2021, as run by Jia et al. (NeurIPS 2023) and SalUn (ICLR 2024): SGD with
+momentum on -CE over forget batches, model in train mode, a few passes with a learning rate far below the
+training one. Needs: forget only (it never sees the retain set, so nothing repairs the damage it does).
+Our choices: the budget is given in passes over the forget set (fractions allowed) with a cosine decay, so
+the last steps are small; BatchNorm layers stay in train mode as in the reference code, which lets their
+running statistics drift toward the forget data (``freeze_bn`` keeps them at the original's values).
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import Field
+from torch import nn
+
+from forgetflow import training
+from forgetflow.methods.base import MethodConfig, Needs, UnlearnData, register_method
+from forgetflow.runtime import RunContext
+
+
+class GradientAscentConfig(MethodConfig):
+    lr: float = Field(2e-3, gt=0, description="SGD learning rate of the ascent")
+    epochs: float = Field(1.0, gt=0, description="passes over the forget set (fractions allowed)")
+    batch_size: int = Field(64, ge=1)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    freeze_bn: bool = Field(False, description="keep BatchNorm statistics fixed (eval mode) during the ascent")
+
+
+@register_method("gradient-ascent", needs=Needs.FORGET, config=GradientAscentConfig,
+                 paper="Thudi et al., EuroS&P 2022; Graves et al., AAAI 2021 (baseline)",
+                 search_space={"lr": [5e-4, 1e-3, 2e-3, 5e-3], "epochs": [0.5, 1.0, 2.0]})
+def unlearn(model: nn.Module, data: UnlearnData, cfg: GradientAscentConfig, run: RunContext) -> nn.Module:
+    """Ascend the cross-entropy on forget batches (SGD on -CE), nothing else."""
+    model.to(run.device).train(not cfg.freeze_bn)
+    optimizer = training.sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    total = max(1, math.ceil(cfg.epochs * len(data.forget) / cfg.batch_size))
+    scheduler = training.cosine_lr(optimizer, total)
+    batches = training.cycled(data.forget, cfg.batch_size, run)
+    for i in range(total):
+        loss = -training.ce_loss(model, next(batches))
+        training.step(optimizer, loss)
+        scheduler.step()
+        if i % 10 == 0:
+            run.report("unlearn/forget_loss", -loss.item(), i)
+    return model.eval()
