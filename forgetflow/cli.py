@@ -153,21 +153,25 @@ def train(
 
 
 @app.command("oracle")
-def oracle(manifest: Annotated[Path, typer.Option(help="forget manifest (data/manifests/<batch>.json)")]) -> None:
-    """Train (or reuse) the retrained oracle for a manifest (the `train_oracle` DVC stage)."""
+def oracle(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Retrain from scratch on the current dataset version (the oracle of every erasure so far; DVC stage)."""
     from forgetflow import pipeline
-    from forgetflow.data import Manifest, load_version
+    from forgetflow.models import save_checkpoint
+    from forgetflow.runtime import resolve_device
+    from forgetflow.training import accuracy
 
     proj = project()
-    m = Manifest.read(manifest)
-    version = pipeline.current_version(proj)
-    if version.version != m.dataset_version:
-        raise ForgetflowError(f"{manifest} was resolved against version {m.dataset_version}, current is {version.version}")
-    trained = pipeline.train_oracle(proj, version, m.sha256, pipeline.splits_for(version, m))
-    from forgetflow.models import save_checkpoint
-
-    save_checkpoint(trained.model, proj.models_dir / "oracle.pt")
-    typer.echo(f"oracle {trained.key}: {'cached' if trained.cached else 'trained'} ({trained.seconds:.1f} s to train)")
+    with stdout_to_stderr(as_json):
+        version = pipeline.current_version(proj, create=False)
+        trained = pipeline.retrain_current(proj, version)
+        save_checkpoint(trained.model, proj.models_dir / "oracle.pt")
+        device = resolve_device(proj.params.train.device)
+        info = {"key": trained.key, "cached": trained.cached, "train_seconds": trained.seconds,
+                "dataset_version": version.version, "erased_total": version.meta["erased"],
+                "test_acc": accuracy(trained.model, version.sample_set(split="test"), device=device)}
+        (proj.models_dir / "oracle.json").write_text(json.dumps(info, indent=1) + "\n")
+    emit(info, as_json, lambda i: f"oracle for {version.label} ({i['erased_total']} erased): "
+         f"{'cached' if i['cached'] else 'trained'}, {i['train_seconds']:.1f} s to train, test acc {i['test_acc']:.2f}%")
 
 
 # ---- requests -----------------------------------------------------------------------------------
@@ -289,6 +293,55 @@ def render_batch(r: dict[str, Any]) -> str:
     lines.append(f"  dataset version {r['data_version']['version']} (dvc {r['data_version'].get('dvc_md5') or '-'})")
     lines.append(f"  receipts: {len(r['receipts'])} under {str(Path(r['receipts'][0]).parent) if r['receipts'] else '-'}")
     return "\n".join(lines)
+
+
+@app.command("demo")
+def demo() -> None:
+    """The main job on the embedded defaults: data, original, sample requests, one deletion batch, summary."""
+    import csv
+    import datetime as dt
+
+    from forgetflow import pipeline
+    from forgetflow.ledger import read_csv
+
+    proj = project()
+    from tasks import bootstrap
+
+    say = lambda text: typer.echo(f"==> {text}", err=True)  # noqa: E731
+    say(f"dataset {proj.params.data.dataset}: preparing version 1 (or reusing it)")
+    version = bootstrap.ensure_data(proj)
+    say(f"original model: training and registering as champion (or reusing it) — {proj.params.train.epochs} epochs")
+    info = bootstrap.train_and_register(proj)
+    say(f"champion = model version {info.version}, test acc {info.metrics.get('test_acc', float('nan')):.2f}%")
+    requests_file = proj.state_dir / "demo-requests.csv"
+    if not requests_file.exists():  # written once, so a rerun files the very same requests (accepted once)
+        rows = pipeline.demo_requests(version, dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat())
+        requests_file.parent.mkdir(parents=True, exist_ok=True)
+        with requests_file.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    result = proj.open_ledger().add(read_csv(requests_file), source="import")
+    say(f"requests from {requests_file.relative_to(proj.root)}: {len(result.accepted)} accepted, "
+        f"{len(result.duplicates)} already in the ledger")
+    from flows.deletion_batch import deletion_batch
+
+    say("deletion batch: claim → validate (GX) → unlearn → evaluate vs retrained oracle → register → gate → "
+        "promote → erase (DVC) → receipts")
+    outcome = deletion_batch(params_path=str(proj.params_path), overrides=_overrides())
+    if outcome.get("batch_id") and outcome.get("status") == "done":
+        path = proj.reports_dir / outcome["batch_id"] / "summary.json"
+        path.write_text(json.dumps(outcome, indent=1, default=str))
+    else:
+        last = sorted(proj.reports_dir.glob("*/summary.json"), key=lambda p: p.stat().st_mtime)
+        if last:
+            typer.echo("nothing new to forget; the last batch was:")
+            outcome = json.loads(last[-1].read_text())
+    typer.echo(render_batch(outcome))
+    typer.echo(f"\nverify the receipts:   .venv/bin/forgetflow receipt verify")
+    typer.echo(f"ledger and registry:   .venv/bin/forgetflow status")
+    typer.echo(f"open the MLflow UI:    .venv/bin/mlflow ui --backend-store-uri {proj.tracking_uri} "
+               f"--default-artifact-root {proj.artifact_root} --port 5000   (or: make mlflow-ui)")
 
 
 # ---- status, receipts, methods, config ----------------------------------------------------------

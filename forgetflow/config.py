@@ -139,7 +139,12 @@ class UnlearnParams(Strict):
                 raise ValueError(f"by_reason: unknown reason {reason!r} (known: {', '.join(REASONS)})")
             METHODS.get(name)
         for name, section in self.methods.items():
-            METHODS.get(name).config.model_validate(section)
+            try:
+                METHODS.get(name).config.model_validate(section)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                loc = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"methods.{name}.{loc}: {first['msg']}") from None
         return self
 
 

@@ -99,6 +99,15 @@ def train_oracle(project: Project, version: DatasetVersion, manifest_sha256: str
                         project.params.train.deterministic)
 
 
+def retrain_current(project: Project, version: DatasetVersion, progress: bool | None = None) -> TrainedModel:
+    """Retrain from scratch on a version's whole training split: the oracle of every erasure so far."""
+    name, config = arch(project, version)
+    return train_cached("oracle", version.sample_set(split="train"), version.fingerprint, f"erased:{version.meta['erased']}",
+                        name, config, recipe(project), project.params.seed, project.oracle_dir,
+                        project.params.train.device, project.params.train.progress if progress is None else progress,
+                        project.params.train.deterministic)
+
+
 # ---- manifests ----------------------------------------------------------------------------------
 def resolve_requests(version: DatasetVersion, batch_id: str, requests: Sequence[dict[str, Any]]) -> Manifest:
     refs = [RequestRef(r["request_id"], r["reason"], r.get("subject_id"), r.get("sample_id")) for r in requests]
@@ -107,6 +116,22 @@ def resolve_requests(version: DatasetVersion, batch_id: str, requests: Sequence[
 
 def manifest_path(project: Project, batch_id: str) -> Path:
     return project.manifests_dir / f"{batch_id}.json"
+
+
+def demo_requests(version: DatasetVersion, now: str) -> list[dict[str, Any]]:
+    """A handful of sample requests for the demo: three data subjects (privacy), one mislabelled training
+    sample, and one request for a test-split sample that validation must quarantine."""
+    subjects = version.subjects()
+    train = version.rows("train")
+    owned = train[train["subject_id"].isin(subjects[:3])]
+    spare = train[~train.index.isin(owned.index)]
+    rows = [{"request_id": f"demo-{i + 1:03d}", "subject_id": s, "sample_id": "", "reason": "privacy",
+             "received_at": now} for i, s in enumerate(subjects[:3])]
+    rows.append({"request_id": "demo-004", "subject_id": "", "sample_id": str(spare["sample_id"].iloc[-1]),
+                 "reason": "mislabelled", "received_at": now})
+    rows.append({"request_id": "demo-005", "subject_id": "", "sample_id": str(version.rows("test")["sample_id"].iloc[0]),
+                 "reason": "other", "received_at": now})
+    return rows
 
 
 # ---- method choice ------------------------------------------------------------------------------

@@ -32,5 +32,7 @@ def apply(project: "Project | None" = None) -> None:
     for key, value in {**TELEMETRY_OFF, **QUIET}.items():
         os.environ.setdefault(key, value)
     if project is not None:
+        if "PREFECT_HOME" not in os.environ:
+            project.prefect_home.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("PREFECT_HOME", str(project.prefect_home))
         os.environ.setdefault("DVC_SITE_CACHE_DIR", str(project.state_dir / "dvc-site"))

@@ -132,6 +132,9 @@ def validate(version: DatasetVersion, manifest: Manifest, max_class_shift: float
             elif rule.severity == "critical":
                 detail = describe_failure(rule, rows[0]) if rows else rule.message
                 outcome.blocking.append(f"{name} {rule.name}: {detail}" + (f" (+{len(rows) - 1} more)" if len(rows) > 1 else ""))
+    if outcome.blocking:  # the data itself is broken: nothing more to learn from a balance check
+        outcome.success = False
+        return outcome
     # class balance of what would remain once every non-quarantined request is honoured (warnings only)
     forget_ids = manifest.with_exclusions(outcome.quarantine).forget_ids()
     result, failures = run_suite("balance", balance_frame(version, forget_ids), [r for r in all_rules if r.frame == "balance"])

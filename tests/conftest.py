@@ -73,3 +73,46 @@ def digits_random(digits_version: DatasetVersion, session_tmp: Path) -> bench.Se
 def digits_full_class(digits_version: DatasetVersion, session_tmp: Path) -> bench.Setup:
     """All training samples of digit 3, with original and oracle."""
     return make_setup(digits_version, "full-class", session_tmp / "models", label=3)
+
+
+# ---- projects on real components, in temporary folders ------------------------------------------
+DIGITS_PARAMS = """\
+seed: 0
+data: {dataset: digits, shard_size: 256}
+model: {arch: small-cnn, width: 8}
+train: {epochs: 15, batch_size: 64, lr: 0.05, progress: false, device: cpu}
+evaluate: {mia_max_shadow: 300}
+unlearn: {method: auto, preset: null, methods: {neggrad-plus: {epochs: 0.3}, finetune: {epochs: 0.3}}}
+gates: {max_time_ratio: 1.0, max_test_acc_drop: 5.0, max_forget_acc_gap: 10.0, max_mia_gap: 50.0}
+"""
+
+
+def make_project_dir(folder: Path, extra: str = "") -> Path:
+    """A forgetflow project on digits in ``folder``: a git repository with params.yaml (nothing else yet)."""
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
+    (folder / "params.yaml").write_text(DIGITS_PARAMS + extra)
+    return folder
+
+
+@pytest.fixture
+def digits_project(tmp_path: Path):
+    """A bootstrapped digits project: dataset version 1 tracked by DVC, the original registered as champion."""
+    from forgetflow.project import Project
+    from tasks import bootstrap
+
+    root = make_project_dir(tmp_path / "project")
+    project = Project.load(root / "params.yaml")
+    bootstrap.train_and_register(project)
+    return project
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test harness (temporary database, ephemeral API) for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

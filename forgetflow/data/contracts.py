@@ -48,7 +48,7 @@ def manifest_frame(version: DatasetVersion, manifest: Manifest) -> pd.DataFrame:
     by_hash = retain.groupby("content_hash")["sample_id"].first().to_dict()
     # an erased sample is "known" (it has a tombstone), so the not-already-erased rule names it
     rows["known"] = rows["sample_id"].map(lambda s: bool(s in known or s in erased) if isinstance(s, str) else True)
-    rows["erased_in_version"] = rows["sample_id"].map(lambda s: erased.get(s) if isinstance(s, str) else None)
+    rows["erased_in_version"] = rows["sample_id"].map(lambda s: erased.get(s) if isinstance(s, str) else None).astype("Int64")
     rows["already_erased"] = rows["erased_in_version"].notna()
     rows["in_retain"] = rows["sample_id"].map(lambda s: bool(s in retain_ids) if isinstance(s, str) else False)
     rows["duplicate_in_retain"] = rows["content_hash"].map(lambda h: by_hash.get(h) if isinstance(h, str) else None)

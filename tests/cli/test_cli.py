@@ -1,0 +1,69 @@
+"""The CLI as a user runs it: subprocesses, one-line errors, non-zero exits, clean JSON."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_project_dir
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def ff(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "forgetflow.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture
+def proj(tmp_path) -> Path:
+    return make_project_dir(tmp_path / "p")
+
+
+def test_help_and_methods(proj):
+    out = ff("methods", "--json", cwd=proj)
+    assert out.returncode == 0
+    names = {m["name"] for m in json.loads(out.stdout)}
+    assert {"finetune", "neggrad-plus"} <= names
+
+
+def test_bad_import_is_one_line_and_nothing_accepted(proj):
+    (proj / "r.csv").write_text("request_id,subject_id,sample_id,reason,received_at\n"
+                                "a,s1,,privacy,2026-01-01T00:00:00Z\n"
+                                "b,s1,x,privacy,2026-01-01T00:00:00Z\n")
+    out = ff("request", "import", "r.csv", cwd=proj)
+    assert out.returncode == 1
+    assert out.stderr.strip().count("\n") == 0 and out.stderr.startswith("error: r.csv: 1 bad row(s)")
+    assert "line 3 (b)" in out.stderr and "Traceback" not in out.stderr
+    listed = ff("request", "list", "--json", cwd=proj)
+    assert json.loads(listed.stdout) == []
+
+
+def test_add_list_status_json(proj):
+    assert ff("request", "add", "--subject", "subj-00001", "--reason", "privacy", "--id", "q1", cwd=proj).returncode == 0
+    again = ff("request", "add", "--subject", "subj-00001", "--reason", "privacy", "--id", "q1",
+               "--received-at", "2026-01-01T00:00:00Z", cwd=proj)
+    assert again.returncode == 1 and "different content" in again.stderr
+    rows = json.loads(ff("request", "list", "--json", cwd=proj).stdout)
+    assert [r["request_id"] for r in rows] == ["q1"] and rows[0]["state"] == "pending"
+    status = json.loads(ff("status", "--json", cwd=proj).stdout)
+    assert status["requests"]["pending"] == 1 and status["champion"] is None
+
+
+def test_config_errors_are_one_line(proj):
+    out = ff("--set", "train.epochz=3", "status", cwd=proj)
+    assert out.returncode == 1 and "train.epochz" in out.stderr and "Traceback" not in out.stderr
+    out = ff("batch", "run", "--method", "nope", cwd=proj)
+    assert out.returncode == 1 and "unknown method 'nope'" in out.stderr
+
+
+def test_data_commands_print_ids(proj):
+    subjects = ff("data", "subjects", "--limit", "3", cwd=proj)
+    assert subjects.returncode == 0 and subjects.stdout.split() == ["subj-00000", "subj-00001", "subj-00002"]
+    samples = ff("data", "samples", "--split", "test", "--limit", "2", cwd=proj).stdout.split()
+    assert len(samples) == 2 and all(s.startswith("digits-") for s in samples)
+    assert ff("data", "samples", "--split", "nope", cwd=proj).returncode == 1

@@ -1,0 +1,49 @@
+"""The MLflow adapter against a real SQLite store in a temporary folder."""
+
+import pytest
+import torch
+
+from forgetflow.models import build_model
+from forgetflow.project import Project
+from tasks import tracking
+from tests.conftest import make_project_dir
+
+
+@pytest.fixture
+def project(tmp_path) -> Project:
+    return Project.load(make_project_dir(tmp_path / "p") / "params.yaml")
+
+
+def _model(seed: int):
+    torch.manual_seed(seed)
+    return build_model("small-cnn", in_channels=1, num_classes=10, image_size=8, width=4)
+
+
+def test_register_load_alias_history_delete(project):
+    book = project.open_ledger()
+    run1, v1 = tracking.log_model_run(project, _model(0), "one", {"a": 1}, {"acc": 0.5}, {"batch_id": "b1"})
+    m = _model(1)
+    run2, v2 = tracking.log_model_run(project, m, "two", {"a": 2}, {"acc": 0.7}, {"batch_id": "b2"},
+                                      documents={"reports/x.json": {"k": 1}})
+    assert (v1, v2) == ("1", "2")
+    assert tracking.version_info(project, v2)["tags"]["batch_id"] == "b2"
+    loaded = tracking.load_version_model(project, v2)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), m.state_dict().values()))
+
+    assert tracking.move_alias(project, book, "champion", v1, "first", "test") is None
+    assert tracking.move_alias(project, book, "champion", v2, "second", "test", "b2") == v1
+    assert tracking.alias_version(project, "champion") == v2
+    history = book.alias_history()
+    assert [(h["from_version"], h["to_version"], h["reason"]) for h in history] == [(None, "1", "first"), ("1", "2", "second")]
+
+    tracking.restore_alias(project, "champion", v1)
+    tracking.delete_version(project, v2)
+    assert [v["version"] for v in tracking.versions(project)] == ["1"]
+    assert tracking.alias_version(project, "champion") == v1
+    assert tracking.client(project).get_run(run2).data.tags["forgetflow.rolled_back"] == "true"
+
+
+def test_mlflow_is_the_library_not_the_store_folder():
+    import mlflow
+
+    assert "site-packages" in mlflow.__file__
