@@ -82,8 +82,33 @@ def setup(
     return Setup(task, splits, original, oracle, recipe, seed, dev, max_shadow, original_eval, oracle_eval)
 
 
+_SETUPS: dict[str, Setup] = {}
+
+
+def setup_cached(version: DatasetVersion, scenario: str, seed: int, arch: str, arch_config: dict[str, Any],
+                 recipe: Recipe, cache_dir: Path, device: str = "auto", scenario_options: dict[str, Any] | None = None,
+                 max_shadow: int = 5000, progress: bool = False) -> Setup:
+    """``setup`` memoised per process: method runs of one (scenario, seed) share models and evaluations."""
+    from forgetflow.data.manifest import canonical_json
+
+    key = canonical_json({"v": version.fingerprint, "s": scenario, "seed": seed, "arch": arch, "cfg": arch_config,
+                          "r": recipe.__dict__, "o": scenario_options or {}, "m": max_shadow, "d": str(cache_dir)})
+    if key not in _SETUPS:
+        _SETUPS[key] = setup(version, scenario, seed, arch, arch_config, recipe, cache_dir, device, scenario_options,
+                             True, max_shadow, progress)
+    return _SETUPS[key]
+
+
+def scenario_label(scenario: str, options: dict[str, Any] | None) -> str:
+    """``corrupted[backdoor,0.5]``-style label of a scenario with its options (the row's scenario column)."""
+    if not options:
+        return scenario
+    return f"{scenario}[{','.join(str(v) for _, v in sorted(options.items()))}]"
+
+
 def _row(s: Setup, method: str, model: nn.Module, evaluation: Evaluation, seconds: float) -> dict[str, Any]:
-    row: dict[str, Any] = {"scenario": s.task.scenario, "method": method, "seed": s.seed,
+    row: dict[str, Any] = {"scenario": s.task.scenario, "method": method, "seed": s.seed, **{
+                           f"opt_{k}": v for k, v in s.task.details.items() if isinstance(v, (int, float, str))},
                            "forget_size": len(s.splits.forget), "seconds": seconds}
     row.update(evaluation.metrics)
     row.update(s.extra(model))
@@ -96,9 +121,11 @@ def _row(s: Setup, method: str, model: nn.Module, evaluation: Evaluation, second
 
 def reference_rows(s: Setup) -> list[dict[str, Any]]:
     """The "do nothing" (original) row and the "retrain" (oracle) row."""
-    rows = [_row(s, DO_NOTHING, s.original.model, s.original_eval, 0.0)]
+    rows = [{**_row(s, DO_NOTHING, s.original.model, s.original_eval, 0.0),
+             "_forget_loss": s.original_eval.forget.loss.tolist()}]
     if s.oracle is not None and s.oracle_eval is not None:
-        rows.append(_row(s, RETRAIN, s.oracle.model, s.oracle_eval, s.oracle.seconds))
+        rows.append({**_row(s, RETRAIN, s.oracle.model, s.oracle_eval, s.oracle.seconds),
+                     "_forget_loss": s.oracle_eval.forget.loss.tolist()})
     return rows
 
 
@@ -120,6 +147,7 @@ def run_method(s: Setup, method: str, overrides: dict[str, Any] | None = None, p
     evaluation = evaluate_model(unlearned, s.splits, s.device, max_shadow=s.max_shadow, seed=s.seed)
     row = _row(s, method, unlearned, evaluation, seconds)
     row["config"] = cfg.model_dump()
+    row["_forget_loss"] = evaluation.forget.loss.tolist()  # for the histograms; not a table column
     return row
 
 
@@ -150,3 +178,63 @@ def _isnan(v: Any) -> bool:
         return math.isnan(float(v))
     except (TypeError, ValueError):
         return False
+
+
+def sequential(
+    version: DatasetVersion,
+    seed: int,
+    methods: list[str],
+    arch: str,
+    arch_config: dict[str, Any],
+    recipe: Recipe,
+    cache_dir: Path,
+    device: str = "auto",
+    steps: int = 5,
+    fraction: float = 0.02,
+    max_shadow: int = 5000,
+    preset: str | None = "auto",
+) -> list[dict[str, Any]]:
+    """Five (``steps``) deletion batches in a row, each measured against its own retrained oracle.
+
+    Batch k forgets a fresh random ``fraction`` of the training split; the model after batch k-1 is the
+    starting point of batch k; the retain set of batch k excludes everything forgotten so far, and the
+    forget set it is evaluated on is the union of every batch so far (so a rebound of forgotten knowledge
+    shows). Oracle k is trained from scratch on retain k (cached). Rows carry ``step``.
+    """
+    from forgetflow.data.splits import build_splits as _build
+
+    train_ids = version.rows("train")["sample_id"].to_numpy(dtype=object)
+    rng = np.random.default_rng([seed, 0x5E0])
+    order = rng.permutation(train_ids)
+    per_step = max(1, int(round(fraction * len(train_ids))))
+    dev = resolve_device(device)
+    rows: list[dict[str, Any]] = []
+    original = train_cached("original", version.sample_set(split="train"), version.fingerprint, "", arch, arch_config,
+                            recipe, seed, cache_dir, device)
+    models = {m: clone(original.model) for m in methods}
+    for step in range(1, steps + 1):
+        forgotten = sorted(str(x) for x in order[: step * per_step])
+        batch = sorted(str(x) for x in order[(step - 1) * per_step : step * per_step])
+        splits = _build(version, forgotten)
+        oracle = train_cached("oracle", splits.retain, version.fingerprint, forget_hash(forgotten), arch, arch_config,
+                              recipe, seed, cache_dir, device)
+        oracle_eval = evaluate_model(oracle.model, splits, dev, max_shadow=max_shadow, seed=seed)
+        fake_task = ScenarioTask("sequential", version, forgotten, "privacy", {"step": step, "fraction": fraction})
+        s = Setup(fake_task, splits, original, oracle, recipe, seed, dev, max_shadow,
+                  evaluate_model(original.model, splits, dev, max_shadow=max_shadow, seed=seed), oracle_eval)
+        if step == 1:
+            rows.extend({**r, "step": 0} for r in reference_rows(s)[:1])
+        rows.append({**_row(s, RETRAIN, oracle.model, oracle_eval, oracle.seconds), "step": step})
+        batch_rows = version.table[version.table["sample_id"].isin(batch)].sort_values("sample_id")
+        forget_now = version.sample_set(batch_rows)
+        for method in methods:
+            spec = METHODS.get(method)
+            cfg = spec.resolve("random" if preset == "auto" else preset, None)
+            data = data_for(spec, forget_now, splits.retain, splits.num_classes, recipe)
+            run = RunContext.create(seed + 1000 * step, str(dev))
+            start = time.perf_counter()
+            models[method] = spec.unlearn(models[method], data, cfg, run)
+            seconds = time.perf_counter() - start
+            evaluation = evaluate_model(models[method], splits, dev, max_shadow=max_shadow, seed=seed)
+            rows.append({**_row(s, method, models[method], evaluation, seconds), "step": step})
+    return rows

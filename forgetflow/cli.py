@@ -344,6 +344,122 @@ def demo() -> None:
                f"--default-artifact-root {proj.artifact_root} --port 5000   (or: make mlflow-ui)")
 
 
+def _kv(items: list[str] | None, lists: bool = False) -> dict[str, Any]:
+    """``key=value`` options (YAML values); with ``lists`` the value is a comma-separated list."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ForgetflowError(f"{item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        out[key] = [yaml.safe_load(v) for v in value.split(",")] if lists else yaml.safe_load(value)
+    return out
+
+
+@app.command("bench")
+def bench_cmd(
+    dataset: Annotated[str, typer.Option(help="fashion-mnist, digits or image-folder")] = "fashion-mnist",
+    scenario: Annotated[str, typer.Option(help="random, subject, full-class, corrupted or sequential")] = "random",
+    methods: Annotated[str, typer.Option(help="comma-separated registered methods")] = "finetune,neggrad-plus",
+    seeds: Annotated[int, typer.Option(help="seeds 0..K-1")] = 3,
+    option: Annotated[Optional[list[str]], typer.Option(help="scenario option key=value (repeatable)")] = None,
+    grid: Annotated[Optional[list[str]], typer.Option(help="scenario option grid key=v1,v2 (repeatable)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="output folder (default: state/bench/<name>)")] = None,
+    workers: Annotated[int, typer.Option(help="local task-runner threads (1 = timings on a quiet machine)")] = 1,
+    dask: Annotated[Optional[str], typer.Option(help="Dask scheduler address: fan out through prefect-dask")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
+) -> None:
+    """Benchmark methods against the retrained oracle: tables (Markdown + CSV), plots, MLflow runs."""
+    import datetime as dt
+
+    from forgetflow import bench_report
+    from forgetflow.methods import METHODS
+    from forgetflow.scenarios import SCENARIOS
+
+    proj = project()
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    for m in names:
+        METHODS.get(m)
+    if scenario != "sequential":
+        SCENARIOS.get(scenario)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = f"{dataset}-{scenario}-{stamp}"
+    folder = out or proj.state_dir / "bench" / name
+    with stdout_to_stderr(True):
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        from flows.benchmark import benchmark
+        from tasks import tracking
+
+        runner = ThreadPoolTaskRunner(max_workers=workers)
+        if dask:
+            from prefect_dask import DaskTaskRunner
+
+            runner = DaskTaskRunner(address=dask)
+        rows = benchmark.with_options(task_runner=runner)(
+            params_path=str(proj.params_path), overrides=_overrides(), dataset=dataset, scenario=scenario,
+            methods=names, seeds=seeds, options=_kv(option), grid=_kv(grid, lists=True))
+        if scenario == "sequential":
+            for r in rows:
+                r["scenario"] = f"sequential step {r['step']}"
+        table = bench_report.markdown(rows)
+        csv_path = bench_report.write_csv(rows, folder / "results.csv")
+        md_path = folder / "results.md"
+        command = "forgetflow " + " ".join(sys.argv[1:])
+        md_path.write_text(f"# {name}\n\nCommand: `{command}`  \nRunner: {'dask ' + dask if dask else f'local, {workers} worker(s)'}\n\n{table}\n")
+        figures = bench_report.plots(rows, folder)
+        run_id = tracking.log_bench(proj, name, rows, [csv_path, md_path, *figures],
+                                    {"dataset": dataset, "scenario": scenario, "methods": names, "seeds": seeds,
+                                     "options": _kv(option), "grid": _kv(grid, lists=True), "command": command,
+                                     "runner": dask or f"threads:{workers}"})
+    if as_json:
+        emit(bench_report.table_rows(rows), True)
+    else:
+        typer.echo(table)
+        typer.echo(f"results: {folder}  (MLflow run {run_id})")
+
+
+@app.command("tune")
+def tune_cmd(
+    methods: Annotated[str, typer.Option(help="comma-separated methods")],
+    dataset: Annotated[str, typer.Option(help="dataset to search on")] = "fashion-mnist",
+    scenario: Annotated[str, typer.Option(help="random, subject, full-class or corrupted")] = "random",
+    option: Annotated[Optional[list[str]], typer.Option(help="scenario option key=value (repeatable)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the search's scenario draw and models")] = 0,
+    budget: Annotated[Optional[int], typer.Option(help="at most N grid points (seeded sample)")] = None,
+    max_time_ratio: Annotated[Optional[float], typer.Option(help="reject trials slower than this x retraining")] = None,
+    write: Annotated[bool, typer.Option(help="write the winners to forgetflow/presets/<method>/<family>.yaml")] = False,
+) -> None:
+    """Search each method's declared space on the validation split; optionally ship the winners as presets."""
+    from forgetflow import bench, pipeline, tuning
+    from forgetflow.methods import METHODS
+
+    proj = project()
+    from tasks.benchmarking import bench_version
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    for m in names:
+        METHODS.get(m)
+    version = bench_version(proj, dataset)
+    name, config = pipeline.arch(proj, version)
+    opts = _kv(option)
+    s = bench.setup(version, scenario, seed, name, config, pipeline.recipe(proj), proj.oracle_dir,
+                    proj.params.train.device, opts, with_oracle=False, max_shadow=proj.params.evaluate.mia_max_shadow)
+    presets = Path(__file__).resolve().parent / "presets"
+    command = "forgetflow " + " ".join(sys.argv[1:])
+    for m in names:
+        result = tuning.search(s, m, budget=budget, max_time_ratio=max_time_ratio)
+        best = result["best"]
+        typer.echo(f"{m} [{result['family']}]: best {best['config']} score {best['score']:.3f} "
+                   f"({best['seconds']:.1f} s, {len(result['trials'])} trials)")
+        if write:
+            path = tuning.write_preset(result, presets, {"command": command, "dataset": dataset, "scenario_options": opts,
+                                                        "seed": seed, "original_train_seconds": round(s.original.seconds, 2),
+                                                        "train_recipe": s.recipe.__dict__})
+            typer.echo(f"  wrote {path}")
+
+
 # ---- status, receipts, methods, config ----------------------------------------------------------
 @app.command("status")
 def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:

@@ -207,3 +207,34 @@ def run_exists(project: Project, run_id: str) -> bool:
         return True
     except MlflowException:
         return False
+
+
+def log_bench(project: Project, name: str, rows: list[dict[str, Any]], files: list[Path], params: dict[str, Any]) -> str:
+    """A parent run per benchmark with one nested run per row (method × seed × cell); returns the parent id."""
+    import mlflow
+
+    experiment_id = configure_experiment(project, project.params.tracking.experiment + "-bench")
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name) as parent:
+        mlflow.log_params({k: _short(v) for k, v in params.items()})
+        for file in files:
+            mlflow.log_artifact(str(file), artifact_path="results")
+        for row in rows:
+            clean = {k: v for k, v in row.items() if not k.startswith("_")}
+            with mlflow.start_run(experiment_id=experiment_id, nested=True,
+                                  run_name=f"{clean['scenario']}/{clean['method']}/seed{clean['seed']}"):
+                mlflow.log_params({k: _short(v) for k, v in clean.items() if not isinstance(v, float) or k == "seed"})
+                mlflow.log_metrics({k: float(v) for k, v in clean.items()
+                                    if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+                                    and k not in ("seed",)})
+    return parent.info.run_id
+
+
+def configure_experiment(project: Project, name: str) -> str:
+    """The id of experiment ``name`` (created with the project's artifact root when missing)."""
+    import mlflow
+
+    configure(project)
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return mlflow.create_experiment(name, artifact_location=project.artifact_root.rstrip("/") + f"/{name}")

@@ -1,0 +1,54 @@
+"""The benchmark flow: scenario cells × seeds × methods, fanned out through a task runner.
+
+Phase 1 trains (or loads) every cell's original and oracle; phase 2 maps one task per (cell, seed, method).
+The default runner runs one task at a time, so that every wall time is measured on a quiet machine; a
+Dask address (``forgetflow bench --dask tcp://...``) spreads the work over a cluster through prefect-dask,
+trading timing fidelity for throughput (the runner used is recorded with the results).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from prefect import flow
+
+from forgetflow import runtime_env
+from forgetflow.project import Project
+from tasks.benchmarking import run_cell_method, run_sequential, setup_cell
+
+DEFAULT_GRIDS = {"corrupted": {"regularity": ["random-swap", "inter-class", "backdoor"], "discovery": [0.1, 0.5, 1.0]}}
+
+
+def cells(scenario: str, options: dict[str, Any], grid: dict[str, list[Any]] | None) -> list[dict[str, Any]]:
+    """Every option combination of the grid (the scenario's default grid when none is given)."""
+    grid = grid if grid else DEFAULT_GRIDS.get(scenario, {})
+    if not grid:
+        return [dict(options)]
+    keys = list(grid)
+    return [{**options, **dict(zip(keys, values))} for values in itertools.product(*(grid[k] for k in keys))]
+
+
+@flow(name="benchmark")
+def benchmark(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None,
+              dataset: str = "fashion-mnist", scenario: str = "random", methods: list[str] | None = None,
+              seeds: int = 3, options: dict[str, Any] | None = None, grid: dict[str, list[Any]] | None = None,
+              steps: int = 5) -> list[dict[str, Any]]:
+    """Run the benchmark and return every row (the CLI writes the tables, plots and MLflow runs)."""
+    project = Project.load(params_path, overrides)
+    runtime_env.apply(project)
+    methods = list(methods or [])
+    rows: list[dict[str, Any]] = []
+    if scenario == "sequential":
+        futures = [run_sequential.submit(project, dataset, seed, methods, steps, float((options or {}).get("fraction", 0.02)))
+                   for seed in range(seeds)]
+        for f in futures:
+            rows.extend(f.result())
+        return rows
+    plan = [(cell, seed) for cell in cells(scenario, options or {}, grid) for seed in range(seeds)]
+    setups = [setup_cell.submit(project, dataset, scenario, cell, seed) for cell, seed in plan]
+    for f in setups:
+        rows.extend(f.result())
+    runs = [run_cell_method.submit(project, dataset, scenario, cell, seed, m) for cell, seed in plan for m in methods]
+    rows.extend(f.result() for f in runs)
+    return rows

@@ -1,0 +1,186 @@
+"""Benchmark outputs: per-run CSV, aggregated Markdown tables (mean ± std over seeds) and plots.
+
+Plots (matplotlib, Agg backend): accuracy of every method next to the oracle's; forget-set loss
+histograms of each method against the oracle's; for the corrupted-data grid, REM-style heat-maps of
+Utility x Healed (rows = regularity, columns = discovery rate).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from forgetflow.bench import DO_NOTHING, RETRAIN, aggregate
+
+COLUMNS = {
+    "privacy": ["forget_acc", "retain_acc", "test_acc", "mia_efficacy", "mia_entropy", "mia_auc", "avg_gap",
+                "avg_gap_mumis", "kl_forget_to_oracle", "seconds", "time_ratio"],
+    "subject": ["forget_acc", "retain_acc", "test_acc", "mia_efficacy", "mia_auc", "mia_unseen_acc", "nomus", "avg_gap",
+                "avg_gap_mumis", "seconds", "time_ratio"],
+    "corrupted": ["healed", "healed_undiscovered", "utility", "utility_x_healed", "forget_acc", "test_acc", "seconds",
+                  "time_ratio"],
+}
+LABELS = {
+    "forget_acc": "FA %", "retain_acc": "RA %", "test_acc": "TA %", "mia_efficacy": "MIA-eff. (SalUn SVC) %",
+    "mia_entropy": "MIA (SSD entropy LR) %", "mia_auc": "MIA loss AUC f-vs-t", "avg_gap": "gap (SalUn)",
+    "avg_gap_mumis": "gap (MU-Mis)", "kl_forget_to_oracle": "KL forget→oracle", "seconds": "time s",
+    "time_ratio": "time / retrain", "mia_unseen_acc": "MIA MUFAC acc", "nomus": "NoMUS", "healed": "Healed %",
+    "healed_undiscovered": "Healed undisc. %", "utility": "Utility %", "utility_x_healed": "U×H",
+}
+
+
+def family(scenario: str) -> str:
+    if scenario.startswith("corrupted"):
+        return "corrupted"
+    if scenario.startswith("subject"):
+        return "subject"
+    return "privacy"
+
+
+def table_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows without the private per-sample fields (names starting with '_')."""
+    return [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    clean = table_rows(rows)
+    keys: list[str] = []
+    for r in clean:
+        keys.extend(k for k in r if k not in keys)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        for r in clean:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return path
+
+
+def _fmt(mean: float, std: float, key: str) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    digits = 3 if key in ("mia_auc", "mia_unseen_acc", "nomus", "time_ratio", "kl_forget_to_oracle") else 2
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
+
+
+def markdown(rows: Sequence[dict[str, Any]], group: str = "scenario") -> str:
+    """One Markdown table per scenario label, mean ± std over seeds; the do-nothing and retrain rows first."""
+    out = []
+    labels = list(dict.fromkeys(r[group] for r in rows))
+    for label in labels:
+        sub = [r for r in rows if r[group] == label]
+        cols = COLUMNS[family(label)]
+        cols = [c for c in cols if any(c in r for r in sub)]
+        agg = aggregate([{**r, "scenario": label} for r in sub], cols)
+        agg.sort(key=lambda a: (a["method"] not in (DO_NOTHING, RETRAIN), a["method"] != DO_NOTHING))
+        seeds = max(a["seeds"] for a in agg)
+        out.append(f"### {label} ({seeds} seed{'s' if seeds > 1 else ''})\n")
+        out.append("| method | " + " | ".join(LABELS.get(c, c) for c in cols) + " |")
+        out.append("|---|" + "---|" * len(cols))
+        for a in agg:
+            name = {"original": "original (do nothing)", "retrain": "retrain (oracle)"}.get(a["method"], a["method"])
+            out.append(f"| {name} | " + " | ".join(_fmt(a[c], a[f'{c}_std'], c) for c in cols) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def plots(rows: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
+    """Write the plots for these rows into ``folder``; returns the files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for label in dict.fromkeys(r["scenario"] for r in rows):
+        sub = [r for r in rows if r["scenario"] == label]
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+        if family(label) != "corrupted":
+            written.append(_accuracy_bars(plt, sub, label, folder / f"accuracy-{safe}.png"))
+            hist = _loss_histograms(plt, sub, label, folder / f"forget-loss-{safe}.png")
+            if hist:
+                written.append(hist)
+    grid = [r for r in rows if family(r["scenario"]) == "corrupted" and "utility_x_healed" in r]
+    if grid:
+        written.append(_heatmap(plt, grid, folder / "rem-heatmap.png"))
+    return written
+
+
+def _accuracy_bars(plt, rows, label, path: Path) -> Path:
+    agg = aggregate(rows, ["forget_acc", "retain_acc", "test_acc"])
+    methods = [a["method"] for a in agg]
+    x = np.arange(len(methods))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(methods)), 4))
+    for i, key in enumerate(("forget_acc", "retain_acc", "test_acc")):
+        ax.bar(x + (i - 1) * 0.27, [a[key] for a in agg], 0.27, yerr=[a[f"{key}_std"] for a in agg],
+               label=LABELS[key])
+    oracle = next((a for a in agg if a["method"] == RETRAIN), None)
+    if oracle:
+        for key, style in (("forget_acc", "--"), ("test_acc", ":")):
+            ax.axhline(oracle[key], color="k", linestyle=style, linewidth=1, label=f"oracle {LABELS[key]}")
+    low = min(min(a[k] for k in ("forget_acc", "retain_acc", "test_acc")) for a in agg)
+    ax.set_ylim(max(0, low - 5), 100.5)
+    ax.set_xticks(x, methods, rotation=30, ha="right")
+    ax.set_title(f"accuracy vs the retrained oracle — {label}")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _loss_histograms(plt, rows, label, path: Path) -> Path | None:
+    seed0 = min(r["seed"] for r in rows)
+    runs = {r["method"]: np.asarray(r["_forget_loss"]) for r in rows if r["seed"] == seed0 and "_forget_loss" in r}
+    if RETRAIN not in runs:
+        return None
+    methods = [m for m in runs if m != RETRAIN]
+    cols = min(4, len(methods))
+    nrows = math.ceil(len(methods) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.4 * nrows), squeeze=False)
+    top = np.quantile(np.concatenate(list(runs.values())), 0.99) + 1e-6
+    bins = np.linspace(0, top, 40)
+    for ax, method in zip(axes.flat, methods):
+        ax.hist(np.clip(runs[RETRAIN], 0, top), bins=bins, alpha=0.5, label="oracle", density=True)
+        ax.hist(np.clip(runs[method], 0, top), bins=bins, alpha=0.5, label=method, density=True)
+        ax.set_title(method, fontsize=9)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(methods):]:
+        ax.axis("off")
+    fig.suptitle(f"forget-set loss vs the oracle's — {label} (seed {seed0})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _heatmap(plt, rows, path: Path) -> Path:
+    regs = list(dict.fromkeys(r.get("opt_regularity") for r in rows))
+    discs = sorted({float(r.get("opt_discovery")) for r in rows})
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig, axes = plt.subplots(1, len(methods), figsize=(2.6 * len(methods), 2.8), squeeze=False)
+    for ax, method in zip(axes.flat, methods):
+        grid = np.full((len(regs), len(discs)), np.nan)
+        for i, reg in enumerate(regs):
+            for j, disc in enumerate(discs):
+                vals = [r["utility_x_healed"] for r in rows if r["method"] == method and r.get("opt_regularity") == reg
+                        and float(r.get("opt_discovery")) == disc]
+                if vals:
+                    grid[i, j] = float(np.mean(vals))
+        im = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis")
+        for (i, j), v in np.ndenumerate(grid):
+            ax.text(j, i, "–" if np.isnan(v) else f"{v:.0f}", ha="center", va="center", color="w", fontsize=8)
+        ax.set_xticks(range(len(discs)), [f"{d:g}" for d in discs], fontsize=7)
+        ax.set_yticks(range(len(regs)), regs, fontsize=7)
+        ax.set_title(f"{method}\nmean {np.nanmean(grid):.1f}", fontsize=8)
+        ax.set_xlabel("discovery rate", fontsize=7)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
+    fig.suptitle("Utility × Healed (REM task space)", fontsize=10)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
