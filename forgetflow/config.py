@@ -165,6 +165,45 @@ class GateParams(Strict):
     max_time_ratio: float = Field(0.5, gt=0, description="unlearning wall time / retraining wall time")
 
 
+def _cron(value: str | None) -> str | None:
+    """A five-field cron expression (minute hour day-of-month month day-of-week), or None = off."""
+    if value is None or not str(value).strip():
+        return None
+    fields = str(value).split()
+    if len(fields) != 5:
+        raise ValueError(f"{value!r} is not a five-field cron expression (e.g. '0 2 * * *' = daily at 02:00)")
+    return " ".join(fields)
+
+
+class ServeParams(Strict):
+    """`forgetflow serve`: the deployments on a Prefect server (schedule, trigger, backlog check)."""
+
+    name: str = Field("forgetflow", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+                      description="deployment name of every served flow and the project label its events carry")
+    schedule_cron: str | None = Field("0 2 * * *", description="scheduled batch (cron); null = no schedule")
+    timezone: str = Field("UTC", description="time zone of the cron expressions")
+    trigger_pending: int = Field(100, ge=1, description="N: a batch is due once this many requests are pending")
+    trigger_oldest_hours: float = Field(24.0, gt=0, description="T: ... or once the oldest pending request waited this long")
+    review_window_minutes: float = Field(0.0, ge=0, description="a triggered batch starts this long after the trigger fires")
+    trigger_cooldown_minutes: float = Field(10.0, ge=0, description="after firing, the trigger ignores due events this long")
+    check_cron: str | None = Field("*/15 * * * *", description="backlog check (cron): fires the trigger when a batch is due; null = off")
+    wait_for_batch_minutes: float = Field(60.0, ge=0, description="a served batch waits this long for a running batch to end")
+    emit_events: bool = Field(True, description="request intake emits forgetflow.request.accepted when PREFECT_API_URL is set")
+
+    @field_validator("schedule_cron", "check_cron")
+    @classmethod
+    def _five_fields(cls, value: str | None) -> str | None:
+        return _cron(value)
+
+
+class IntakeParams(Strict):
+    """`forgetflow intake`: the HTTP intake for upstream systems (token: $FORGETFLOW_INTAKE_TOKEN)."""
+
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 = every interface)")
+    port: int = Field(8787, ge=1, le=65535)
+    max_items: int = Field(10_000, ge=1, description="most requests in one POST (a list is all-or-nothing)")
+
+
 class Params(Strict):
     """The whole of params.yaml."""
 
@@ -180,6 +219,8 @@ class Params(Strict):
     unlearn: UnlearnParams = Field(default_factory=UnlearnParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     gates: GateParams = Field(default_factory=GateParams)
+    serve: ServeParams = Field(default_factory=ServeParams)
+    intake: IntakeParams = Field(default_factory=IntakeParams)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
