@@ -26,7 +26,7 @@ from tasks.evaluate import evaluate_candidate, train_oracle
 from tasks.manifests import resolve_and_validate
 from tasks.promotion import gate, promote, register_candidate
 from tasks.receipts import issue_receipts
-from tasks.unlearn import unlearn_candidate
+from tasks.unlearn import ensure_gpu_limit, unlearn_candidate
 
 STEPS = ("claim", "validate", "unlearn", "oracle", "evaluate", "register", "gate", "promote", "erase", "receipts")
 
@@ -78,6 +78,7 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
     if inject_failure is not None and inject_failure not in STEPS:
         raise ForgetflowError(f"inject_failure must be one of {', '.join(STEPS)}")
     batch_id = new_batch_id()
+    ensure_gpu_limit(project.params.batch.gpu_concurrency)
     requests = claims.open_batch(project, batch_id)
     if not requests:
         return {"batch_id": None, "requests": [], "status": "nothing-to-do", "seconds": {"total": total()}}

@@ -115,6 +115,7 @@ class BatchParams(Strict):
 
     max_requests: int = Field(10_000, ge=1)
     on_invalid: Literal["quarantine", "stop"] = "quarantine"
+    gpu_concurrency: int = Field(1, ge=1, description="Prefect tag concurrency limit on tasks tagged 'gpu'")
 
 
 class UnlearnParams(Strict):

@@ -33,6 +33,14 @@ class Candidate:
         return "+".join(p["method"] for p in self.phases)
 
 
+def ensure_gpu_limit(limit: int) -> None:
+    """Create (or update) the Prefect tag concurrency limit that serialises tasks tagged ``gpu``."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=limit)
+
+
 @task(name="unlearn", tags=[GPU_TAG], cache_policy=NO_CACHE)
 def unlearn_candidate(project: Project, batch_id: str, manifest_path: str, method: str | None,
                       overrides: dict[str, dict[str, Any]] | None = None) -> Candidate:

@@ -94,6 +94,15 @@ def test_batch_end_to_end(digits_project, prefect_harness):
     assert doc["data_version"]["after"]["version"] == 2
     assert audit.verify_receipts(project).ok
 
+    # GPU work is serialised by a Prefect tag concurrency limit
+    from prefect.client.orchestration import get_client
+
+    from tasks.unlearn import GPU_TAG, unlearn_candidate
+
+    assert GPU_TAG in unlearn_candidate.tags
+    with get_client(sync_client=True) as client:
+        assert client.read_concurrency_limit_by_tag(GPU_TAG).concurrency_limit == project.params.batch.gpu_concurrency
+
     # tampering with a receipt breaks verification
     path = project.root / result["receipts"][1]
     edited = json.loads(path.read_text())
