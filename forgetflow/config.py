@@ -158,12 +158,59 @@ class EvaluateParams(Strict):
 
 
 class GateParams(Strict):
-    """Promotion gates: a challenger replaces the champion only if every enabled gate passes."""
+    """Promotion gates: a challenger replaces the champion only if every enabled gate passes.
 
+    Each gate has a switch (``utility``, ``forgetting``, ``privacy``, ``cost``) and a threshold. Forgetting and
+    privacy compare with the retrained oracle when one was evaluated; ``*_reference`` picks the yardstick.
+    docs/promotion.md explains each gate in plain words.
+    """
+
+    utility: bool = Field(True, description="gate on test accuracy against the champion's (and the optional floor)")
     max_test_acc_drop: float = Field(2.0, ge=0, description="points of test accuracy the challenger may lose vs the champion")
-    max_forget_acc_gap: float = Field(5.0, ge=0, description="|forget acc - oracle's| in points (vs test acc without an oracle)")
-    max_mia_gap: float = Field(10.0, ge=0, description="|MIA efficacy - oracle's| in points (|AUC-0.5|x100 without an oracle)")
-    max_time_ratio: float = Field(0.5, gt=0, description="unlearning wall time / retraining wall time")
+    min_test_acc: float | None = Field(None, ge=0, le=100, description="absolute floor of test accuracy in points; null = none")
+    forgetting: bool = Field(True, description="gate on forget accuracy")
+    forgetting_reference: Literal["auto", "oracle", "test"] = Field(
+        "auto", description="oracle: |forget acc - oracle's|; test: forget acc - own test acc (no oracle needed); "
+                            "auto: oracle when evaluate.oracle is on, else test")
+    max_forget_acc_gap: float = Field(5.0, ge=0, description="forgetting threshold in points")
+    privacy: bool = Field(True, description="gate on membership inference")
+    privacy_reference: Literal["auto", "oracle", "chance"] = Field(
+        "auto", description="oracle: |SalUn MIA-efficacy - oracle's| in points; chance: |loss-attack AUC forget vs "
+                            "test - 0.5| x 100 (no oracle needed); auto: oracle when evaluate.oracle is on, else chance")
+    max_mia_gap: float = Field(10.0, ge=0, description="privacy threshold in points")
+    cost: bool = Field(True, description="gate on wall time against the retraining budget")
+    max_time_ratio: float = Field(0.5, gt=0, description="unlearning wall time / retraining wall time (the oracle's, "
+                                                         "else the original's training time)")
+
+
+class PromotionParams(Strict):
+    """How a challenger becomes champion: at once when the gates pass, or after a person approves."""
+
+    approval: Literal["auto", "manual"] = Field(
+        "auto", description="auto: promote when every enabled gate passes; manual: register the challenger and wait "
+                            "for `forgetflow promote` or an approval of the promotion flow")
+    approval_timeout_hours: float = Field(72.0, gt=0, description="how long the promotion flow waits for a person")
+
+
+class RetrainParams(Strict):
+    """When a batch retrains from scratch on the retain set (exact) instead of unlearning; see docs/promotion.md."""
+
+    max_forgotten_fraction: float | None = Field(
+        0.1, gt=0, le=1, description="retrain once the samples erased since the last full retrain (this batch included) "
+                                     "exceed this fraction of that retrain's training set; null = never for this reason")
+    max_quality_drift: float | None = Field(
+        3.0, ge=0, description="retrain when the champion's test accuracy is more than this many points below the last "
+                               "full retrain's (or the last audit's); null = never for this reason")
+    on_gate_failure: bool = Field(True, description="retrain when the unlearned model fails the gates")
+
+
+class AuditParams(Strict):
+    """Oracle audits: a scheduled retrain on the current dataset version, compared with the champion."""
+
+    max_test_acc_gap: float = Field(2.0, ge=0, description="drift threshold: points by which the retrained model's test "
+                                                           "accuracy may exceed the champion's")
+    replace: bool = Field(True, description="replace the champion by the retrained model when the drift is over the "
+                                            "threshold or the champion holds erased data")
 
 
 def _cron(value: str | None) -> str | None:
@@ -220,8 +267,19 @@ class Params(Strict):
     unlearn: UnlearnParams = Field(default_factory=UnlearnParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     gates: GateParams = Field(default_factory=GateParams)
+    promotion: PromotionParams = Field(default_factory=PromotionParams)
+    retrain: RetrainParams = Field(default_factory=RetrainParams)
+    audit: AuditParams = Field(default_factory=AuditParams)
     serve: ServeParams = Field(default_factory=ServeParams)
     intake: IntakeParams = Field(default_factory=IntakeParams)
+
+    @model_validator(mode="after")
+    def _oracle_gates_need_an_oracle(self) -> "Params":
+        for gate, ref in (("forgetting", self.gates.forgetting_reference), ("privacy", self.gates.privacy_reference)):
+            if getattr(self.gates, gate) and ref == "oracle" and not self.evaluate.oracle:
+                raise ValueError(f"gates.{gate}_reference is oracle but evaluate.oracle is false "
+                                 "(turn the oracle on, or use auto)")
+        return self
 
 
 def parse_override(text: str) -> tuple[str, Any]:
