@@ -110,6 +110,27 @@ class VersioningParams(Strict):
     git_commit: bool = False
 
 
+class PurgeParams(Strict):
+    """Erasure in storage: after every batch, remove stored objects that still hold erased samples."""
+
+    enabled: bool = Field(True, description="purge after every deletion batch (the batch's commit point)")
+    remote: bool = Field(True, description="also garbage-collect the DVC remote (dvc gc --cloud), not only the cache")
+    keep_repos: list[str] = Field(default_factory=list,
+                                  description="other DVC repositories sharing this cache/remote: their workspaces are kept")
+    prepared: Literal["strip", "keep"] = Field(
+        "strip", description="strip: rewrite artifacts/prepared without erased samples; keep: leave it (then it still holds them)")
+
+
+class RunnerParams(Strict):
+    """Where Prefect runs the tasks of fan-out flows (benchmark, oracle trainings)."""
+
+    kind: Literal["local", "dask"] = Field("local", description="local = threads in the flow's process; dask = prefect-dask")
+    max_workers: int = Field(1, ge=1, description="local: threads (1 = one task at a time, for clean timings)")
+    address: str | None = Field(None, description="dask: scheduler address (tcp://host:8786); null = start a LocalCluster")
+    n_workers: int = Field(2, ge=1, description="dask LocalCluster: worker processes")
+    threads_per_worker: int = Field(1, ge=1, description="dask LocalCluster: threads per worker process")
+
+
 class BatchParams(Strict):
     """How a deletion batch claims requests and treats invalid ones."""
 
@@ -263,6 +284,8 @@ class Params(Strict):
     ledger: LedgerParams = Field(default_factory=LedgerParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     versioning: VersioningParams = Field(default_factory=VersioningParams)
+    purge: PurgeParams = Field(default_factory=PurgeParams)
+    runner: RunnerParams = Field(default_factory=RunnerParams)
     batch: BatchParams = Field(default_factory=BatchParams)
     unlearn: UnlearnParams = Field(default_factory=UnlearnParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)

@@ -9,6 +9,7 @@ so that ``--json`` output stays clean.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import subprocess
@@ -99,7 +100,12 @@ def track_and_push(project: Project) -> str:
 
 
 def restore(project: Project, saved: str | None) -> None:
-    """Put data.dvc back to ``saved`` and check its content out (``None``: there was no data.dvc)."""
+    """Put data.dvc back to ``saved`` and check its content out (``None``: there was no data.dvc).
+
+    Objects missing from the cache are fetched from the remote first. A version whose objects are gone from
+    both (a purge removed them: the batch had passed its commit point) is refused before anything is touched,
+    so the workspace keeps the version it has instead of a half checked-out one.
+    """
     if not project.params.versioning.enabled:
         return
     path = dvc_file(project)
@@ -107,10 +113,130 @@ def restore(project: Project, saved: str | None) -> None:
         if saved is None:
             path.unlink(missing_ok=True)
             return
-        path.write_text(saved)
+        md5 = _md5_of(saved)
         repo = _repo(project)
         try:
+            missing: list[str] = []
+            if md5:
+                missing, gone = _unavailable_objects(
+                    repo.cache.local,
+                    lambda: repo.cloud.get_remote_odb(project.params.versioning.remote, "restore", hash_name="md5"),
+                    md5)
+                if gone:
+                    what = "it is" if gone == [md5] else f"{len(gone)} of its objects are"
+                    raise ForgetflowError(
+                        f"dataset version {md5} cannot be restored: {what} in neither the DVC cache nor the remote "
+                        f"(purged: the erasure stands; data.dvc left at {data_md5(project)})")
+            path.write_text(saved)
+            if missing:
+                repo.fetch(targets=[str(path)], remote=project.params.versioning.remote)
             repo.checkout(targets=[str(path)], force=True)
+        finally:
+            repo.close()
+
+
+def _md5_of(dvc_text: str) -> str | None:
+    outs = (yaml.safe_load(dvc_text) or {}).get("outs") or [{}]
+    return outs[0].get("md5")
+
+
+def _unavailable_objects(cache, remote_odb, md5: str) -> tuple[list[str], list[str]]:
+    """Objects of a tracked directory (its .dir and every file) missing from the cache, and those of them
+    that the remote lacks too (the remote is only asked when the cache lacks something)."""
+    remote = None
+
+    def _read_dir(odb) -> list[dict[str, Any]]:
+        with odb.fs.open(odb.oid_to_path(md5), "rb") as handle:
+            return json.loads(handle.read())
+
+    if cache.exists(md5):
+        entries = _read_dir(cache)
+        missing = [e["md5"] for e in entries if not cache.exists(e["md5"])]
+    else:
+        remote = remote_odb()
+        if not remote.exists(md5):
+            return [md5], [md5]
+        missing = [md5] + [e["md5"] for e in _read_dir(remote) if not cache.exists(e["md5"])]
+    if not missing:
+        return [], []
+    remote = remote or remote_odb()
+    return missing, [oid for oid in missing if not remote.exists(oid)]
+
+
+# ---- purge: keep-based garbage collection of the DVC cache and remote ---------------------------
+def stored_objects(project: Project, store: str) -> list[str]:
+    """Every file of a store, relative to its root: ``cache`` (the local DVC cache) or ``remote``."""
+    if not project.params.versioning.enabled or not (project.root / ".dvc").exists():
+        return []
+    with _quiet():
+        repo = _repo(project)
+        try:
+            fs, root = _store(repo, project, store)
+            if not fs.exists(root):
+                return []
+            return sorted(fs.relpath(p, root) for p in fs.find(root))
+        finally:
+            repo.close()
+
+
+def read_objects(project: Project, store: str, names: list[str] | None = None) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of every object of a store (or of ``names``), opened through DVC's filesystem for it."""
+    if not project.params.versioning.enabled or not (project.root / ".dvc").exists():
+        return
+    repo = _repo(project)
+    try:
+        fs, root = _store(repo, project, store)
+        if names is None:
+            names = sorted(fs.relpath(p, root) for p in fs.find(root)) if fs.exists(root) else []
+        for name in names:
+            with fs.open(fs.join(root, name), "rb") as handle:
+                yield name, handle.read()
+    finally:
+        repo.close()
+
+
+def _store(repo, project: Project, store: str):
+    if store == "cache":
+        from dvc_objects.fs.local import LocalFileSystem
+
+        return LocalFileSystem(), repo.cache.legacy.path  # the whole cache folder, every layout in it
+    if store == "remote":
+        remote = repo.cloud.get_remote(project.params.versioning.remote, "purge")
+        return remote.fs, remote.path
+    raise ValueError(f"unknown store {store!r}")
+
+
+def kept_objects(project: Project) -> list[str]:
+    """Object ids the workspace references (every ``.dvc`` file and ``dvc.lock`` out): the purge's keep set."""
+    with _quiet():
+        repo = _repo(project)
+        try:
+            used = repo.used_objs()
+        finally:
+            repo.close()
+    return sorted({h.value for ids in used.values() for h in ids if h.value})
+
+
+def push(project: Project) -> None:
+    """Make sure the remote holds every object the workspace references (idempotent)."""
+    with _quiet():
+        repo = _repo(project)
+        try:
+            repo.push(remote=project.params.versioning.remote)
+        finally:
+            repo.close()
+
+
+def collect_garbage(project: Project, remote: bool, other_repos: list[str]) -> None:
+    """``dvc gc --workspace [--cloud]``: keep only what the workspace (and ``other_repos``) reference.
+
+    Never ``--all-commits``: data.dvc files in git history point at versions that held erased samples.
+    """
+    with _quiet():
+        repo = _repo(project)
+        try:
+            repo.gc(workspace=True, cloud=remote, remote=project.params.versioning.remote if remote else None,
+                    repos=[str(project.path(r)) for r in other_repos] or None)
         finally:
             repo.close()
 

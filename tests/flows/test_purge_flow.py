@@ -1,0 +1,90 @@
+"""The purge inside the deletion batch (Prefect harness, MLflow, DVC with a local remote, the ledger): every
+receipt carries the purge evidence, two batches leave no erased pixels in the cache or the remote, and the
+"purge" drill (a failure after the purge's checks, before its first deletion) rolls the batch back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from forgetflow.data import DatasetVersion
+from forgetflow.errors import BatchFailed
+from forgetflow.ledger import parse_csv
+from flows.deletion_batch import deletion_batch
+from tasks import audit, versioning
+from tests.tasks.test_purge import _files, independent_scan
+
+
+def _request(project, rid: str, subject: str) -> None:
+    project.open_ledger().add(parse_csv("request_id,subject_id,sample_id,reason,received_at\n"
+                                        f"{rid},{subject},,privacy,2026-11-01T10:00:00Z\n"), source="import")
+
+
+@pytest.mark.slow
+def test_two_batches_purge_and_every_receipt_carries_the_evidence(digits_project, prefect_harness):
+    project = digits_project
+    cache, remote = project.root / ".dvc" / "cache", Path(project.dvc_remote_url)
+    v1 = DatasetVersion.load(project.version_dir)
+    subjects = v1.subjects()
+    v1_objects = _files(cache)
+
+    _request(project, "r1", subjects[0])
+    first = deletion_batch(params_path=str(project.params_path))
+    _request(project, "r2", subjects[1])
+    _request(project, "r3", subjects[2])
+    second = deletion_batch(params_path=str(project.params_path))
+    assert first["status"] == second["status"] == "done"
+
+    current = DatasetVersion.load(project.version_dir)
+    erased = set(current.erased["content_hash"])
+    owned = v1.rows("train")[v1.rows("train")["subject_id"].isin(subjects[:3])]
+    assert erased == set(owned["content_hash"])
+
+    docs = [json.loads((project.root / p).read_text()) for p in first["receipts"] + second["receipts"]]
+    assert [d["request"]["request_id"] for d in docs] == ["r1", "r2", "r3"]
+    for doc in docs:
+        evidence = doc["purge"]
+        assert evidence["scan"]["ok"] and evidence["batch_id"] == doc["manifest"]["batch_id"]
+        assert evidence["dataset_version"]["version"] == doc["data_version"]["after"]["version"]
+        assert evidence["removed"]["holding_erased_content"]["objects"] >= 2
+        assert set(evidence["scan"]["stores"]) == {"dvc-cache", "dvc-remote", "workspace", "prepared"}
+        assert all(s["erased_content_found"] == 0 for s in evidence["scan"]["stores"].values())
+    assert docs[2]["purge"]["scan"]["erased_hashes"] == len(erased)
+    assert audit.verify_receipts(project).ok
+
+    for folder in (cache, remote, project.prepared_dir):
+        hashed, leaking = independent_scan(folder, erased)
+        assert hashed >= len(current.table) and leaking == [], folder
+    assert v1_objects - _files(cache)
+
+    # the current version is restorable from the remote alone
+    text = versioning.snapshot(project)
+    shutil.rmtree(cache)
+    shutil.rmtree(project.version_dir)
+    versioning.restore(project, text)
+    assert DatasetVersion.load(project.version_dir).fingerprint == current.fingerprint
+
+
+@pytest.mark.slow
+def test_purge_drill_rolls_the_batch_back(digits_project, prefect_harness):
+    project = digits_project
+    v1 = DatasetVersion.load(project.version_dir)
+    _request(project, "r1", v1.subjects()[0])
+    cache = project.root / ".dvc" / "cache"
+    before = {"cache": _files(cache), "dvc": versioning.data_md5(project),
+              "receipts": sorted(p.name for p in project.receipts_dir.glob("*.json")) if project.receipts_dir.exists() else []}
+
+    with pytest.raises(BatchFailed, match="rolled back"):
+        deletion_batch(params_path=str(project.params_path), inject_failure="purge")
+
+    assert project.open_ledger().get("r1")["state"] == "pending"
+    assert versioning.data_md5(project) == before["dvc"]
+    assert DatasetVersion.load(project.version_dir).fingerprint == v1.fingerprint
+    assert before["cache"] <= _files(cache), "the drill deleted objects"
+    assert (sorted(p.name for p in project.receipts_dir.glob("*.json")) if project.receipts_dir.exists() else []) == before["receipts"]
+
+    result = deletion_batch(params_path=str(project.params_path))
+    assert result["status"] == "done" and audit.verify_receipts(project).ok
