@@ -168,6 +168,34 @@ class Stopwatch:
         return time.perf_counter() - self.start
 
 
+# ---- teachers and fresh models (SCRUB, Bad Teacher, Retrain) ---------------------------------------
+def distill_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher || student) per batch sample, averaged ("batchmean"), with the student softened by ``temperature``.
+
+    ``teacher_probs`` are already-softened teacher probabilities (``softmax(teacher_logits / T)``), so a
+    caller can mix two teachers per sample (Bad Teacher). No ``T**2`` factor: callers that follow Hinton's
+    convention (SCRUB) multiply by it themselves.
+    """
+    log_student = F.log_softmax(student_logits / temperature, dim=1)
+    return F.kl_div(log_student, teacher_probs, reduction="batchmean")
+
+
+def fresh_model(like: nn.Module, seed: int) -> nn.Module:
+    """A newly initialised model of ``like``'s architecture, on its device, initialised from ``seed``.
+
+    Layer constructors draw from torch's global generator, so the draw happens inside ``fork_rng``: the
+    global state is restored afterwards and nothing outside sees a reseed. With the seed an original or
+    oracle was trained with, the initial weights are exactly that model's initial weights.
+    """
+    from forgetflow.models import arch_of, build_model
+
+    arch, config = arch_of(like)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(arch, **config)
+    return model.to(next(like.parameters()).device)
+
+
 # ---- random relabelling (Random Labels, SalUn) ------------------------------------------------------
 def random_wrong_labels(labels: torch.Tensor, num_classes: int, run: RunContext) -> torch.Tensor:
     """A uniformly drawn label different from each true label, ``(y + U{1..C-1}) mod C``, from ``run.generator``."""
