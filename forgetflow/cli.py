@@ -190,9 +190,11 @@ def request_add(
 
     proj = project()
     req = make_request(request_id or f"req-{uuid.uuid4().hex[:12]}", reason, subject, sample, received_at)
-    result = proj.open_ledger().add([req], source="cli")
+    book = proj.open_ledger()
+    result = book.add([req], source="cli")
     state = "accepted" if result.accepted else "already accepted (same content)"
     typer.echo(f"{req.request_id}: {state}")
+    _announce(proj, book, result.accepted, "cli")
 
 
 @request_app.command("import")
@@ -201,8 +203,29 @@ def request_import(file: Annotated[Path, typer.Argument(help="CSV: request_id,su
     from forgetflow.ledger import read_csv
 
     proj = project()
-    result = proj.open_ledger().add(read_csv(file), source="import")
+    book = proj.open_ledger()
+    result = book.add(read_csv(file), source="import")
     typer.echo(f"{file}: {len(result.accepted)} accepted, {len(result.duplicates)} already present")
+    _announce(proj, book, result.accepted, "import")
+
+
+def _announce(proj, book, accepted: list[str], source: str) -> None:
+    """After the ledger write: tell the Prefect server (if one is configured). Never fails the command."""
+    import os
+
+    if not accepted or not proj.params.serve.emit_events or not os.environ.get("PREFECT_API_URL"):
+        return
+    from forgetflow.ledger.backlog import read_backlog
+    from tasks import events
+
+    try:
+        sent = events.announce_accepted(proj.params.serve, accepted, source, read_backlog(book))
+    except Exception:  # noqa: BLE001 - the requests are stored; the event is a courtesy
+        sent = False
+    if not sent:
+        typer.echo(f"warning: requests stored, but the {events.ACCEPTED} event was not emitted "
+                   f"(the backlog check will catch up)", err=True)
+
 
 
 @request_app.command("list")
@@ -458,6 +481,48 @@ def tune_cmd(
                                                         "seed": seed, "original_train_seconds": round(s.original.seconds, 2),
                                                         "train_recipe": s.recipe.__dict__})
             typer.echo(f"  wrote {path}")
+
+
+# ---- serving ------------------------------------------------------------------------------------
+@app.command("serve")
+def serve(
+    work_pool: Annotated[Optional[str], typer.Option(help="register the deployments for this work pool's workers "
+                                                          "instead of running them here")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="most flow runs at once in this process")] = None,
+) -> None:
+    """Run the deployments (scheduled batch, triggered batch, backlog check, promotion) on a Prefect server.
+
+    Needs PREFECT_API_URL pointing at `prefect server start`; see docs/operations.md.
+    """
+    import os
+
+    proj = project()
+    # flow runs start in child processes: they need tasks/ and flows/ on their path too
+    code_root = next(p for p in sys.path if (Path(p) / "flows").is_dir() and (Path(p) / "tasks").is_dir())
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [code_root, os.environ.get("PYTHONPATH")]))
+    from flows import deployments
+
+    if work_pool:
+        ids = deployments.deploy_all(proj, work_pool, _overrides())
+        typer.echo(f"{len(ids)} deployment(s) registered for work pool {work_pool!r}; start a worker with "
+                   f"`prefect worker start --pool {work_pool}`")
+        return
+    deployments.serve_all(proj, _overrides(), limit=limit)
+
+
+@app.command("intake")
+def intake(
+    host: Annotated[Optional[str], typer.Option(help="address to listen on (default: intake.host)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="port (default: intake.port)")] = None,
+) -> None:
+    """Serve the HTTP intake (POST /requests, GET /requests/{id}[/receipt]); token from FORGETFLOW_INTAKE_TOKEN."""
+    import os
+
+    proj = project()
+    from tasks import intake as http_intake
+
+    token = http_intake.check_token(os.environ.get(http_intake.TOKEN_ENV))
+    http_intake.serve_http(proj, host or proj.params.intake.host, port or proj.params.intake.port, token)
 
 
 # ---- status, receipts, methods, config ----------------------------------------------------------

@@ -243,6 +243,12 @@ class Ledger:
                                  .where(requests_t.c.state == "pending")).scalar()
         return _aware(value)
 
+    def running_batch(self) -> dict[str, Any] | None:
+        """The holder of the batch lock (batch_id, owner, taken_at), or None when no batch runs."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(batch_lock_t)).mappings().first()
+        return {**row, "taken_at": _aware(row["taken_at"]).isoformat()} if row else None
+
     # ---- batches -------------------------------------------------------------------------------
     def start_batch(self, batch_id: str) -> None:
         """Take the batch lock (recovering it from a dead owner on this host) and record the batch."""
@@ -400,6 +406,13 @@ class Ledger:
     def receipts(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(select(receipts_t).order_by(receipts_t.c.seq)).mappings()]
+
+    def receipt_of(self, request_id: str) -> dict[str, Any] | None:
+        """The ledger row of a request's receipt (the latest, should a request ever get two), or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(receipts_t).where(receipts_t.c.request_id == request_id)
+                               .order_by(receipts_t.c.seq.desc()).limit(1)).mappings().first()
+        return dict(row) if row else None
 
     def last_receipt(self) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
