@@ -47,3 +47,7 @@ class BatchFailed(ForgetflowError):
 
 class NothingToDo(ForgetflowError):
     """No pending request could be claimed."""
+
+
+class PromotionRefused(ForgetflowError):
+    """A promotion or rollback was refused: the model holds erased data, fails the gates, or does not exist."""

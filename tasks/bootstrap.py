@@ -60,6 +60,7 @@ def train_and_register(project: Project, force: bool = False) -> OriginalInfo:
               **project.params.train.model_dump()}
     tags = {"forgetflow.role": "original", "dataset": str(version.meta["dataset"]), "dataset_version": str(version.version),
             "dataset_fingerprint": version.fingerprint, "dvc_data_md5": str(versioning.data_md5(project) or ""),
+            "train_samples": str(version.meta["counts"].get("train", 0)),
             "git_commit": str(versioning.git_commit_id(project.root) or ""), "cache_key": trained.key}
     run_id, mv = tracking.log_model_run(project, trained.model, "original", params, metrics, tags,
                                         {"reports/params.resolved.json": project.params.model_dump(mode="json")})

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from forgetflow import pipeline
 from forgetflow.metrics import compare_to_oracle, evaluate_model
+from forgetflow.metrics.mia import confidence
 from forgetflow.models import load_checkpoint
 from forgetflow.project import Project
 from forgetflow.runtime import resolve_device
@@ -48,8 +50,14 @@ class Scores:
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_candidate(project: Project, batch_id: str, manifest_path: str, candidate_path: str,
-                       champion_version: str, oracle: OracleResult | None) -> Scores:
-    """Forget/retain/test accuracy and every MIA convention for candidate, champion and oracle; gaps."""
+                       champion_version: str, oracle: OracleResult | None, candidate_is_oracle: bool = False,
+                       label: str = "") -> Scores:
+    """Forget/retain/test accuracy and every MIA convention for candidate, champion and oracle; gaps.
+
+    Writes ``evaluation<label>.json`` and the per-sample losses and true-label confidences on the forget and
+    test sets (``outputs<label>.npz``, for the report's histograms) under ``state/reports/<batch>/``. A retrained
+    candidate that is the oracle (``candidate_is_oracle``) is evaluated once.
+    """
     version = pipeline.current_version(project)
     manifest = pipeline.Manifest.read(project.root / manifest_path)
     splits = pipeline.splits_for(version, manifest)
@@ -58,15 +66,28 @@ def evaluate_candidate(project: Project, batch_id: str, manifest_path: str, cand
           "max_shadow": project.params.evaluate.mia_max_shadow, "seed": project.params.seed}
     candidate = evaluate_model(load_checkpoint(Path(candidate_path), device), splits, **kw)
     champion = evaluate_model(tracking.load_version_model(project, champion_version, str(device)), splits, **kw)
-    oracle_eval = evaluate_model(load_checkpoint(Path(oracle.path), device), splits, **kw) if oracle else None
+    if oracle is None:
+        oracle_eval = None
+    elif candidate_is_oracle:
+        oracle_eval = candidate
+    else:
+        oracle_eval = evaluate_model(load_checkpoint(Path(oracle.path), device), splits, **kw)
     gaps = compare_to_oracle(candidate, oracle_eval) if oracle_eval else {}
     report = {"batch_id": batch_id, "forget_samples": len(splits.forget), "retain_samples": len(splits.retain),
               "test_samples": len(splits.test), "candidate": candidate.metrics, "champion": champion.metrics,
               "oracle": oracle_eval.metrics if oracle_eval else None, "gaps": gaps,
               "mia_conventions": _mia_names()}
-    path = project.reports_dir / batch_id / "evaluation.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = project.reports_dir / batch_id
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"evaluation{label}.json"
     path.write_text(json.dumps(report, indent=1))
+    arrays = {}
+    for role, evaluation in (("candidate", candidate), ("champion", champion), ("oracle", oracle_eval)):
+        if evaluation is not None:
+            for name, out in (("forget", evaluation.forget), ("test", evaluation.test)):
+                arrays[f"{role}_{name}_loss"] = out.loss.numpy()
+                arrays[f"{role}_{name}_confidence"] = confidence(out)
+    np.savez_compressed(folder / f"outputs{label}.npz", **arrays)
     return Scores(candidate.metrics, champion.metrics, oracle_eval.metrics if oracle_eval else None, gaps,
                   str(path.relative_to(project.root)))
 

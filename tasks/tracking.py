@@ -185,8 +185,48 @@ def versions(project: Project) -> list[dict[str, Any]]:
         found = client(project).search_model_versions(f"name='{project.params.tracking.model_name}'")
     except MlflowException:
         return []
-    return sorted(({"version": str(v.version), "run_id": v.run_id, "aliases": list(v.aliases), "tags": dict(v.tags)}
+    return sorted(({"version": str(v.version), "run_id": v.run_id, "aliases": list(v.aliases), "tags": dict(v.tags),
+                    "created_ms": int(v.creation_timestamp or 0)}
                    for v in found), key=lambda v: int(v["version"]))
+
+
+def set_version_tags(project: Project, version: str, tags: dict[str, str]) -> None:
+    """Tag a model version (e.g. ``forgetflow.superseded_by``, ``gates``)."""
+    c = client(project)
+    for key, value in tags.items():
+        c.set_model_version_tag(project.params.tracking.model_name, version, key, str(value))
+
+
+def delete_version_tags(project: Project, version: str, keys: list[str]) -> None:
+    """Remove tags from a model version (undo of a rolled-back batch); missing tags are ignored."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(project)
+    for key in keys:
+        try:
+            c.delete_model_version_tag(project.params.tracking.model_name, version, key)
+        except MlflowException:
+            pass
+
+
+def log_run_file(project: Project, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    """Attach a file to an existing (possibly finished) run, e.g. a batch report."""
+    client(project).log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+
+def log_run(project: Project, run_name: str, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str],
+            files: dict[str, Path] | None = None) -> str:
+    """A run without a model (an oracle audit that replaced nothing); returns its id."""
+    import mlflow
+
+    experiment_id = configure(project)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.log_params({k: _short(v) for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and v == v})
+        mlflow.set_tags(tags)
+        for artifact_dir, file in (files or {}).items():
+            mlflow.log_artifact(str(file), artifact_path=artifact_dir)
+    return run.info.run_id
 
 
 def require_champion(project: Project) -> str:

@@ -1,0 +1,70 @@
+"""The unlearn-or-retrain rules, the promotion plan and the audit verdict, on hand-made facts."""
+
+from forgetflow.config import AuditParams, RetrainParams
+from forgetflow.policy import Facts, after_gate_failure, audit_verdict, decide, plan_promotion
+
+
+def facts(**kw) -> Facts:
+    base = dict(champion_version="3", held_batches=[], root_version="1", root_train_samples=1000, erased_since_root=20,
+                batch_samples=10, champion_test_acc=90.0, reference_test_acc=91.0, reference="the original's")
+    base.update(kw)
+    return Facts(**base)
+
+
+def test_within_limits_unlearns_and_says_why():
+    d = decide(RetrainParams(max_forgotten_fraction=0.1, max_quality_drift=3.0), facts())
+    assert (d.action, d.rule) == ("unlearn", "within-limits")
+    assert "3.00%" in d.reason and d.measures["forgotten_fraction"] == 0.03 and d.measures["quality_drift"] == 1.0
+
+
+def test_forgotten_fraction_over_the_limit_retrains():
+    d = decide(RetrainParams(max_forgotten_fraction=0.02), facts())
+    assert (d.action, d.rule) == ("retrain", "forgotten-fraction")
+    assert "retrain.max_forgotten_fraction" in d.reason and "version 1" in d.reason
+
+
+def test_quality_drift_over_the_limit_retrains():
+    d = decide(RetrainParams(max_quality_drift=0.5), facts())
+    assert (d.action, d.rule) == ("retrain", "quality-drift") and "1.00 points" in d.reason
+
+
+def test_null_limits_never_trigger():
+    d = decide(RetrainParams(max_forgotten_fraction=None, max_quality_drift=None), facts(erased_since_root=999))
+    assert d.action == "unlearn"
+
+
+def test_a_champion_holding_erased_data_forces_a_retrain_before_any_limit():
+    d = decide(RetrainParams(max_forgotten_fraction=0.9), facts(held_batches=["b1"]))
+    assert (d.action, d.rule) == ("retrain", "lineage") and "b1" in d.reason
+
+
+def test_forced_actions():
+    assert decide(RetrainParams(), facts(), forced="retrain").rule == "forced"
+    assert decide(RetrainParams(max_forgotten_fraction=0.01), facts(), forced="unlearn").action == "unlearn"
+
+
+def test_gate_failure_turns_into_a_retrain_only_when_configured():
+    first = decide(RetrainParams(), facts())
+    retry = after_gate_failure(RetrainParams(on_gate_failure=True), first, ["privacy"], "4")
+    assert retry.action == "retrain" and retry.rule == "gate-failure" and "version 4" in retry.reason
+    assert retry.measures["failed_gates"] == ["privacy"]
+    assert after_gate_failure(RetrainParams(on_gate_failure=False), first, ["privacy"], "4") is None
+    assert after_gate_failure(RetrainParams(), first, [], "4") is None
+
+
+def test_promotion_plan():
+    assert plan_promotion("auto", True, False, "5")["action"] == "promote"
+    assert plan_promotion("auto", False, False, "5", ["utility"])["action"] == "keep-champion"
+    assert plan_promotion("auto", False, True, "5", ["cost"])["action"] == "promote"  # exact retrain
+    waiting = plan_promotion("manual", True, False, "5")
+    assert waiting["action"] == "await-approval" and "forgetflow promote 5" in waiting["reason"]
+    assert plan_promotion("manual", False, False, "5", ["utility"])["action"] == "keep-champion"
+
+
+def test_audit_verdict():
+    ok = audit_verdict(AuditParams(max_test_acc_gap=2.0), 91.0, 90.0, [], "3")
+    assert not ok["drifted"] and not ok["replace"] and "No drift" in ok["reason"]
+    drifted = audit_verdict(AuditParams(max_test_acc_gap=0.5), 91.0, 90.0, [], "3")
+    assert drifted["drifted"] and drifted["replace"] and drifted["test_acc_gap"] == 1.0
+    held = audit_verdict(AuditParams(replace=False), 90.0, 90.0, ["b2"], "3")
+    assert held["replace"] is False and "b2" in held["reason"] and "audit.replace is off" in held["reason"]
