@@ -1,8 +1,10 @@
-"""The deletion batch: claim → manifest + validation → unlearn → evaluate → register → gate → promote →
-erase → receipts. Every side effect registers its undo; a failure anywhere runs the undos in reverse, so
-no new registry version, no new dataset version and no receipt survives, and the claimed requests are
-pending again (requests that validation quarantined stay quarantined: that judgement is about them, not
-about the batch)."""
+"""The deletion batch: claim → manifest + validation → decide (unlearn or retrain) → unlearn or retrain →
+evaluate → register → gate (→ retrain when unlearning failed the gates) → promote / await approval → erase →
+supersede → quality → purge → receipts → report. Every side effect registers its undo; a failure anywhere
+runs the undos in reverse, so no new registry version, no new dataset version and no receipt survives, and
+the claimed requests are pending again (requests that validation quarantined stay quarantined: that
+judgement is about them, not about the batch). The report comes after the receipts: it is a rendering of
+what the batch recorded, and ``forgetflow report BATCH`` can redo it."""
 
 from __future__ import annotations
 
@@ -20,15 +22,23 @@ from forgetflow.data.manifest import canonical_json
 from forgetflow.errors import BatchFailed, ForgetflowError
 from forgetflow.project import Project
 from forgetflow.training import Stopwatch
+from forgetflow.lineage import Erasure
+from forgetflow.policy import RETRAIN, UNLEARN
 from tasks import bootstrap, claims, tracking, versioning
+from tasks import lineage as lineage_tasks
+from tasks.decision import decide_action, record_quality, retrain_after_gate_failure
 from tasks.erasure import erase
 from tasks.evaluate import evaluate_candidate, train_oracle
 from tasks.manifests import resolve_and_validate
-from tasks.promotion import gate, promote, register_candidate
+from tasks.promotion import gate, plan, promote, register_candidate
+from tasks.purge import purge_erased
 from tasks.receipts import issue_receipts
+from tasks.reporting import publish_report, write_batch_json
+from tasks.retrain import retrain_candidate
 from tasks.unlearn import ensure_gpu_limit, unlearn_candidate
 
-STEPS = ("claim", "validate", "unlearn", "oracle", "evaluate", "register", "gate", "promote", "erase", "receipts")
+STEPS = ("claim", "validate", "decide", "unlearn", "oracle", "evaluate", "register", "gate", "promote", "erase",
+         "supersede", "quality", "purge", "receipts")
 
 
 class Undo:
@@ -62,7 +72,8 @@ def new_batch_id() -> str:
 
 @flow(name="deletion-batch", log_prints=False)
 def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None,
-                   method: str | None = None, inject_failure: str | None = None) -> dict[str, Any]:
+                   method: str | None = None, inject_failure: str | None = None,
+                   action: str | None = None) -> dict[str, Any]:
     """Run one deletion batch over every pending request (at most ``batch.max_requests``).
 
     Args:
@@ -70,6 +81,7 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
         overrides: dotted params overrides, e.g. ``{"unlearn.method": "mu-mis"}``.
         method: force one unlearning method for every request (else chosen per request reason).
         inject_failure: a step name from ``STEPS``; the batch fails right after it (drills and tests).
+        action: ``unlearn`` or ``retrain`` forces that decision; None = the ``retrain`` policy decides.
     """
     total = Stopwatch()
     project = Project.load(params_path, overrides)
@@ -77,6 +89,8 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
     log = get_run_logger()
     if inject_failure is not None and inject_failure not in STEPS:
         raise ForgetflowError(f"inject_failure must be one of {', '.join(STEPS)}")
+    if action is not None and action not in (UNLEARN, RETRAIN):
+        raise ForgetflowError(f"action must be {UNLEARN} or {RETRAIN}, not {action!r}")
     batch_id = new_batch_id()
     ensure_gpu_limit(project.params.batch.gpu_concurrency)
     requests = claims.open_batch(project, batch_id)
@@ -108,13 +122,26 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
         data_version = {"dataset": data_version["dataset"], "version": data_version["version"],
                         "fingerprint": data_version["fingerprint"], "dvc_md5": versioning.data_md5(project)}
 
-        candidate = unlearn_candidate(project, batch_id, resolved.path, method)
-        undo.push("candidate file", lambda: Path(candidate.path).unlink(missing_ok=True))
-        seconds["unlearn"] = candidate.seconds
-        _inject("unlearn", inject_failure)
+        forget_ids = resolved.manifest.forget_ids()
+        decision = decide_action(project, len(forget_ids), action)
+        champion_before = decision.measures["champion_version"]
+        _inject("decide", inject_failure)
 
         oracle = None
-        if project.params.evaluate.oracle:
+        if decision.action == UNLEARN:
+            candidate = unlearn_candidate(project, batch_id, resolved.path, method)
+            seconds["unlearn"] = candidate.seconds
+        else:
+            clock = Stopwatch()
+            oracle = train_oracle(project, resolved.path, resolved.sha256)
+            seconds["oracle"] = oracle.seconds if not oracle.cached else 0.0
+            seconds["oracle_wall"] = clock()
+            candidate = retrain_candidate(project, batch_id, oracle, champion_before, honoured, len(forget_ids))
+            seconds["retrain"] = candidate.seconds
+        undo.push("candidate file", lambda c=candidate: Path(c.path).unlink(missing_ok=True))
+        _inject("unlearn", inject_failure)
+
+        if oracle is None and project.params.evaluate.oracle:
             clock = Stopwatch()
             oracle = train_oracle(project, resolved.path, resolved.sha256)
             seconds["oracle"] = oracle.seconds if not oracle.cached else 0.0
@@ -122,30 +149,77 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
         _inject("oracle", inject_failure)
 
         clock = Stopwatch()
-        scores = evaluate_candidate(project, batch_id, resolved.path, candidate.path, candidate.champion_version, oracle)
+        scores = evaluate_candidate(project, batch_id, resolved.path, candidate.path, candidate.champion_version, oracle,
+                                    candidate_is_oracle=decision.action == RETRAIN)
         seconds["evaluate"] = clock()
         _inject("evaluate", inject_failure)
 
-        registered = register_candidate(project, batch_id, resolved, candidate, scores, oracle, data_version, context)
-        undo.push("registry version", lambda: tracking.delete_version(project, registered.version))
-        undo.push("challenger alias", lambda: tracking.restore_alias(project, tracking.CHALLENGER, registered.previous_challenger))
-        undo.push("alias history", lambda: claims.ledger(project).delete_alias_moves(batch_id))
+        registered = register_candidate(project, batch_id, resolved, candidate, scores, oracle, data_version, context,
+                                        role="retrain" if decision.action == RETRAIN else "unlearned",
+                                        decision=decision.as_dict())
+        _undo_registration(undo, project, batch_id, registered)
         _inject("register", inject_failure)
 
         verdict = gate(project, candidate, scores, oracle,
-                       bootstrap.champion_train_seconds(project, candidate.champion_version))
+                       bootstrap.champion_train_seconds(project, candidate.champion_version), registered.version)
+        outputs_file = "outputs.npz"
+        rejected = None
+        retry = retrain_after_gate_failure(project, decision, verdict.failed, registered.version) \
+            if not verdict.passed else None
+        if retry is not None:  # unlearning did not pass: the exact retrain replaces it (the attempt stays on record)
+            rejected = {"model_version": registered.version, "method": candidate.method, "metrics": scores.metrics,
+                        "gates": verdict.gates, "failed": verdict.failed, "mlflow_run_id": registered.run_id}
+            decision = retry
+            if oracle is None:
+                clock = Stopwatch()
+                oracle = train_oracle(project, resolved.path, resolved.sha256)
+                seconds["oracle"] = oracle.seconds if not oracle.cached else 0.0
+                seconds["oracle_wall"] = clock()
+            candidate = retrain_candidate(project, batch_id, oracle, champion_before, honoured, len(forget_ids))
+            undo.push("retrain file", lambda c=candidate: Path(c.path).unlink(missing_ok=True))
+            seconds["retrain"] = candidate.seconds
+            scores = evaluate_candidate(project, batch_id, resolved.path, candidate.path, champion_before, oracle,
+                                        candidate_is_oracle=True, label="-retrain")
+            outputs_file = "outputs-retrain.npz"
+            registered = register_candidate(project, batch_id, resolved, candidate, scores, oracle, data_version,
+                                            context, role="retrain", decision=decision.as_dict())
+            _undo_registration(undo, project, batch_id, registered)
+            verdict = gate(project, candidate, scores, oracle,
+                           bootstrap.champion_train_seconds(project, champion_before), registered.version)
         _inject("gate", inject_failure)
+
+        exact = decision.action == RETRAIN
+        promotion = plan(project, batch_id, registered.version, verdict, exact)
+        promoted = promotion["action"] == "promote"
         previous_champion = None
-        if verdict.passed:
-            previous_champion = promote(project, batch_id, registered.version, verdict)
+        if promoted:
+            previous_champion = promote(project, batch_id, registered.version, verdict, exact)
             undo.push("champion alias", lambda: tracking.restore_alias(project, tracking.CHAMPION, previous_champion))
         _inject("promote", inject_failure)
 
         saved = versioning.snapshot(project)
         undo.push("dataset version", lambda: versioning.restore(project, saved))
-        erased = erase(project, batch_id, resolved.manifest.forget_ids(), saved)
+        erased = erase(project, batch_id, forget_ids, saved)
         _inject("erase", inject_failure)
 
+        # every registered version that still holds the samples just erased never serves again
+        superseded: list[dict[str, Any]] = []
+        undo.push("superseded", lambda: lineage_tasks.undo_supersede(project, batch_id, superseded))
+        lineage_tasks.mark_superseded(project, batch_id, Erasure(batch_id, int(erased.after["version"]), len(forget_ids)),
+                                      superseded)
+        _inject("supersede", inject_failure)
+
+        champion_after = registered.version if promoted else champion_before
+        undo.push("quality", lambda: claims.ledger(project).delete_quality(batch_id))
+        record_quality(project, batch_id, champion_after, {
+            "champion_test_acc": (scores.metrics if promoted else scores.champion)["test_acc"],
+            "candidate_test_acc": scores.metrics["test_acc"], "candidate_forget_acc": scores.metrics["forget_acc"],
+            "oracle_test_acc": (scores.oracle or {}).get("test_acc"), "avg_gap": scores.gaps.get("avg_gap"),
+            "forgotten_fraction": decision.measures.get("forgotten_fraction"),
+            "quality_drift": decision.measures.get("quality_drift"), "retrained": 1.0 if exact else 0.0})
+        _inject("quality", inject_failure)
+
+        decision_record = {**decision.as_dict(), "promotion": promotion, "rejected_version": (rejected or {}).get("model_version")}
         context.update({
             "data_version": {"before": erased.before, "after": erased.after},
             "flow_run": {"id": context["flow_run_id"], "name": context["flow_run_name"]},
@@ -154,17 +228,23 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
             "method": {"phases": candidate.phases, "run": candidate.run},
             "metrics": scores.metrics, "oracle": scores.oracle, "champion_before": scores.champion,
             "gaps": scores.gaps,
-            "verdict": {"gates": verdict.gates, "promoted": verdict.passed,
-                        "champion_after": registered.version if verdict.passed else candidate.champion_version},
-            "decision": {"action": "unlearn", "reason": "default policy"},
+            "verdict": {"gates": verdict.gates, "promoted": promoted, "champion_after": champion_after,
+                        "promotion": promotion["action"]},
+            "decision": decision_record,
+            "superseded": [{"version": r["version"], "erased_by_batch": r["erased_by_batch"]} for r in superseded],
         })
         receipt_context = {k: v for k, v in context.items() if k not in ("flow_run_id", "flow_run_name")}
         undo.push("receipt files", lambda: [p.unlink(missing_ok=True) for p in written_receipts])
         seconds["total"] = total()
         info = {"flow_run_id": context["flow_run_id"], "method": candidate.method, "requests": len(honoured),
-                "forget_samples": len(resolved.manifest.forget_ids()), "model_version": registered.version,
-                "promoted": verdict.passed, "data_version": erased.after["version"], "decision": "unlearn"}
+                "forget_samples": len(forget_ids), "model_version": registered.version,
+                "promoted": promoted, "data_version": erased.after["version"], "decision": decision.action}
         _inject("receipts", inject_failure)  # a drill at this step fails just before the receipts are issued
+        # The purge is the batch's commit point (docs/erasure.md): it runs after every step that can be undone,
+        # and what it deletes cannot come back. Its checks come first; a failure (or the "purge" drill) before
+        # its first deletion rolls back like any other step. Every receipt carries its evidence.
+        receipt_context["purge"] = (purge_erased(project, batch_id, inject_failure == "purge")
+                                    if project.params.purge.enabled else {"enabled": False})
         receipt_paths = issue_receipts(project, batch_id, resolved.path, resolved.sha256, receipt_context, info,
                                        written_receipts)
     except BaseException as exc:
@@ -176,8 +256,10 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
         raise BatchFailed(f"batch {batch_id} failed and was rolled back ({released} request(s) pending again): "
                           f"{type(exc).__name__ if not isinstance(exc, ForgetflowError) else ''}{': ' if not isinstance(exc, ForgetflowError) else ''}{exc}") from exc
     Path(candidate.path).unlink(missing_ok=True)
+    if rejected is not None:
+        (project.state_dir / "candidates" / f"{batch_id}.pt").unlink(missing_ok=True)
     seconds["total"] = total()
-    return {
+    result = {
         "batch_id": batch_id,
         "status": "done",
         "requests": honoured,
@@ -194,12 +276,37 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
         "seconds": seconds,
         "model_version": registered.version,
         "mlflow_run_id": registered.run_id,
-        "promoted": verdict.passed,
+        "promoted": promoted,
+        "champion_after": champion_after,
         "gates": verdict.gates,
+        "decision": decision_record,
+        "promotion": promotion,
+        "rejected": rejected,
+        "superseded": superseded,
+        "data_version_before": erased.before,
         "data_version": erased.after,
+        "purge": receipt_context.get("purge"),
         "manifest": {"path": resolved.path, "sha256": resolved.sha256},
         "validation_warnings": resolved.warnings,
         "reports": {"validation": resolved.report_path, "evaluation": scores.report_path},
         "flow_run_id": context["flow_run_id"],
         "receipts": receipt_paths,
+        "outputs_file": outputs_file,
     }
+    # the batch is committed (receipts issued); the report renders it, and a failure here is reported, not fatal
+    try:
+        result["report"] = publish_report(project, result)
+    except Exception as exc:  # noqa: BLE001 - `forgetflow report BATCH` redoes it from the stored records
+        log.error("batch %s: the report could not be written (%s: %s); run `forgetflow report %s`",
+                  batch_id, type(exc).__name__, exc, batch_id)
+        result["report"] = {"error": f"{type(exc).__name__}: {exc}"}
+    write_batch_json(project, result)
+    return result
+
+
+def _undo_registration(undo: Undo, project: Project, batch_id: str, registered: Any) -> None:
+    """A registered version is deleted, the challenger alias restored and the batch's alias history removed."""
+    undo.push("registry version", lambda: tracking.delete_version(project, registered.version))
+    undo.push("challenger alias",
+              lambda: tracking.restore_alias(project, tracking.CHALLENGER, registered.previous_challenger))
+    undo.push("alias history", lambda: claims.ledger(project).delete_alias_moves(batch_id))
