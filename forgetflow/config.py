@@ -232,6 +232,13 @@ class AuditParams(Strict):
                                                            "accuracy may exceed the champion's")
     replace: bool = Field(True, description="replace the champion by the retrained model when the drift is over the "
                                             "threshold or the champion holds erased data")
+    cron: str | None = Field("0 3 * * 0", description="when `forgetflow serve` runs the oracle-audit deployment (cron, "
+                                                      "in serve.timezone); null = only on demand")
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str | None) -> str | None:
+        return _cron(value)
 
 
 def _cron(value: str | None) -> str | None:
