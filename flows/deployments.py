@@ -15,7 +15,8 @@ triggered-batch/NAME   flows/serving.py:triggered_batch event trigger: a ``forge
                                                        ``review_window_minutes`` later; the trigger then
                                                        rests ``trigger_cooldown_minutes``
 backlog-check/NAME     flows/serving.py:backlog_check   ``check_cron``
-promotion/NAME         flows/promotion.py:promotion     on demand (when that module exists)
+promotion/NAME         flows/promotion.py:promotion     on demand, and on each ``forgetflow.challenger.awaiting-
+                                                       approval`` event of this project (when the module exists)
 =====================  ==============================  ==================================================
 
 NAME is ``serve.name``; every event the trigger reacts to must carry ``forgetflow.project=NAME``, so several
@@ -106,9 +107,26 @@ def build(project: Project, overrides: dict[str, Any] | None = None, source: str
     promotion = promotion_flow()
     if promotion is not None:
         out.append(_flow("promotion", promotion, source).to_deployment(
-            name=serve.name, parameters=parameters, tags=tags,
-            description="gate the challenger and move the champion alias (run on demand)"))
+            name=serve.name, parameters=parameters, tags=tags, triggers=promotion_triggers(project, parameters),
+            description="gate a challenger and move the champion alias (on demand, or when one awaits approval)"))
     return out
+
+
+def promotion_triggers(project: Project, parameters: dict[str, Any]) -> list[DeploymentEventTrigger]:
+    """One promotion run per challenger announced as awaiting approval (tasks/promotion.py emits the event)."""
+    awaiting = getattr(importlib.import_module("tasks.promotion"), "AWAITING_EVENT", None)
+    if awaiting is None:
+        return []
+    name = project.params.serve.name
+    return [DeploymentEventTrigger(
+        name=f"{name}: challenger awaits approval",
+        expect={awaiting},
+        match={events.PROJECT_LABEL: name},
+        posture="Reactive",
+        threshold=1,
+        within=dt.timedelta(0),
+        parameters={**parameters, "version": "{{ event.payload.version }}"},
+    )]
 
 
 def require_server() -> str:

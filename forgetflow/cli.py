@@ -219,13 +219,10 @@ def _announce(proj, book, accepted: list[str], source: str) -> None:
     from tasks import events
 
     try:
-        sent = events.announce_accepted(proj.params.serve, accepted, source, read_backlog(book))
-    except Exception:  # noqa: BLE001 - the requests are stored; the event is a courtesy
-        sent = False
-    if not sent:
+        events.emit([events.accepted_event(proj.params.serve, accepted, source, read_backlog(book))])
+    except Exception as exc:  # noqa: BLE001 - the requests are stored; the event is a courtesy
         typer.echo(f"warning: requests stored, but the {events.ACCEPTED} event was not emitted "
-                   f"(the backlog check will catch up)", err=True)
-
+                   f"({events.describe_error(exc)}); the backlog check will catch up", err=True)
 
 
 @request_app.command("list")

@@ -67,29 +67,45 @@ def due_event(serve: ServeParams, backlog: Backlog) -> dict[str, Any]:
     }
 
 
-def send(events: Sequence[dict[str, Any]]) -> bool:
-    """Send events to the Prefect server now and wait for its acknowledgement; False (logged) on failure."""
-    if not events:
-        return True
+def emit(events: Sequence[dict[str, Any]]) -> None:
+    """Send events to the Prefect server now and wait for its acknowledgement; raises when that fails."""
     if server_url() is None:
-        log.info("PREFECT_API_URL is not set: %d event(s) not emitted (the backlog check covers it)", len(events))
-        return False
-    try:
+        raise ConnectionError("PREFECT_API_URL is not set")
+    if events:
         asyncio.run(asyncio.wait_for(_send(events), SEND_TIMEOUT_S))
+
+
+def send(events: Sequence[dict[str, Any]]) -> bool:
+    """:func:`emit`, but a failure is logged (one warning) and returns False instead of raising."""
+    try:
+        emit(events)
     except Exception as exc:  # noqa: BLE001 - the requests are stored; a lost event must never fail intake
-        log.warning("could not emit %s to %s (%s: %s); the backlog check will catch up",
-                    ", ".join(sorted({e["event"] for e in events})), server_url(), type(exc).__name__, exc)
+        log.warning("could not emit %s to %s (%s); the backlog check will catch up",
+                    ", ".join(sorted({e["event"] for e in events})), server_url(), describe_error(exc))
         return False
     return True
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line: the exception's type and first line."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def _send(events: Sequence[dict[str, Any]]) -> None:
     from prefect.events import Event, get_events_client
 
-    # checkpoint_every=1: the client pings after each event, so returning means the server has it
-    async with get_events_client(reconnection_attempts=1, checkpoint_every=1) as client:
-        for event in events:
-            await client.emit(Event(**event))
+    # the client logs its own connection warning; ours (one line, with what happens next) replaces it
+    client_log = logging.getLogger("prefect.events.clients")
+    level = client_log.level
+    client_log.setLevel(logging.ERROR)
+    try:
+        # checkpoint_every=1: the client pings after each event, so returning means the server has it
+        async with get_events_client(reconnection_attempts=1, checkpoint_every=1) as client:
+            for event in events:
+                await client.emit(Event(**event))
+    finally:
+        client_log.setLevel(level)
 
 
 def announce_accepted(serve: ServeParams, request_ids: Sequence[str], source: str, backlog: Backlog) -> bool:

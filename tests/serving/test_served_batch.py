@@ -7,6 +7,10 @@ reach `done` and their receipts are served. Bounded: every wait has a deadline a
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -14,6 +18,9 @@ import httpx
 import pytest
 
 from forgetflow.data import DatasetVersion
+from forgetflow.ledger import make_request
+from forgetflow.project import Project
+from tests.conftest import make_project_dir
 from tests.serving.conftest import TOKEN, forgetflow_cmd, free_port, quiet_env
 
 DEADLINE_S = 420
@@ -113,3 +120,27 @@ def test_posted_requests_trigger_a_served_batch(digits_project, prefect_server, 
     accepted = [e for e in events if e["event"] == "forgetflow.request.accepted"]
     assert sorted(e["payload"]["pending"] for e in accepted) == [1, 2]
     assert {e["resource"]["forgetflow.batch-due"] for e in accepted} == {"true", "false"}
+
+
+@pytest.mark.slow
+def test_backlog_check_signals_an_overdue_request(tmp_path, prefect_server):
+    """One request below N but older than T: the backlog-check flow (run against the server) emits the due event."""
+    root = make_project_dir(tmp_path / "p", "serve: {name: overdue-test, trigger_pending: 50, trigger_oldest_hours: 2}\n")
+    book = Project.load(root / "params.yaml").open_ledger()
+    three_hours_ago = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=3)).isoformat()
+    book.add([make_request("old-1", "privacy", subject_id="subj-00001", received_at=three_hours_ago)])
+    code = ("import json; from flows.serving import backlog_check; "
+            f"print('RESULT=' + json.dumps(backlog_check(params_path={str(root / 'params.yaml')!r})))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
+                         env=quiet_env(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "ph")))
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.split("RESULT=", 1)[1])
+    assert result["status"] == "signalled"
+    assert result["backlog"]["pending"] == 1 and result["backlog"]["oldest_age_hours"] >= 3.0
+
+    body = {"filter": {"event": {"name": ["forgetflow.backlog.due"]},
+                       "resource": {"labels": {"forgetflow.project": ["overdue-test"]}}}}
+    found = _wait("the backlog.due event on the server", lambda: _api(prefect_server, "/events/filter", body)["events"], 30)
+    assert found[0]["resource"]["forgetflow.batch-due"] == "true"
+    assert found[0]["payload"]["due_reason"].startswith("oldest pending request waited 3.0")
+    assert book.get("old-1")["state"] == "pending"  # the check only signals; the triggered batch does the work
