@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -113,7 +114,9 @@ class Project:
     @property
     def artifact_root(self) -> str:
         value = self.params.tracking.artifact_root
-        if "://" in value:
+        # any URI passes through: s3://…, gs://…, and mlflow-artifacts:/… (a tracking server's proxied store);
+        # a one-letter "scheme" is a Windows drive, i.e. a path
+        if "://" in value or re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", value):
             return value
         return self.path(value).resolve().as_uri()
 
