@@ -254,6 +254,8 @@ def batch_run(
     method: Annotated[Optional[str], typer.Option(help="force one method (default: per request reason)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     inject_failure: Annotated[Optional[str], typer.Option(hidden=True, help="drill: fail after this step")] = None,
+    retrain: Annotated[Optional[bool], typer.Option("--retrain/--unlearn", help="force a retrain from scratch, or "
+                                                    "unlearning (default: the retrain policy in params.yaml decides)")] = None,
 ) -> None:
     """Run a deletion batch now over the pending requests."""
     proj = project()
@@ -265,7 +267,8 @@ def batch_run(
         from flows.deletion_batch import deletion_batch
 
         result = deletion_batch(params_path=str(proj.params_path), overrides=_overrides(), method=method,
-                                inject_failure=inject_failure)
+                                inject_failure=inject_failure,
+                                action=None if retrain is None else ("retrain" if retrain else "unlearn"))
         if result.get("batch_id"):
             path = proj.reports_dir / result["batch_id"] / "summary.json"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -308,10 +311,23 @@ def render_batch(r: dict[str, Any]) -> str:
                      f"{r['avg_gap_mumis']:.3f} (MU-Mis: RA, FA, TA)")
     s = r["seconds"]
     lines.append(f"  time: unlearn {s.get('unlearn', 0):.1f} s, oracle {s.get('oracle', 0):.1f} s, total {s.get('total', 0):.1f} s")
-    gates = ", ".join(f"{k} {'ok' if v['passed'] else 'FAIL'}" for k, v in r["gates"].items())
+    gates = ", ".join(f"{k} {'off' if not v.get('enabled', True) else 'ok' if v['passed'] else 'FAIL'}"
+                      for k, v in r["gates"].items())
+    decision, promotion = r.get("decision") or {}, r.get("promotion") or {}
+    if decision:
+        lines.append(f"  decision: {decision.get('action')} ({decision.get('rule')}): {decision.get('reason')}")
+    if r.get("rejected"):
+        lines.append(f"  version {r['rejected']['model_version']} (unlearned) failed: {', '.join(r['rejected']['failed'])}")
     lines.append(f"  model version {r['model_version']} ({'promoted to champion' if r['promoted'] else 'not promoted'}; {gates})")
+    if promotion and not r["promoted"]:
+        lines.append(f"  promotion: {promotion.get('action')}: {promotion.get('reason')}")
+    for row in r.get("superseded") or []:
+        lines.append(f"  superseded: version {row['version']} holds data erased by {row['erased_by_batch']}")
     lines.append(f"  dataset version {r['data_version']['version']} (dvc {r['data_version'].get('dvc_md5') or '-'})")
     lines.append(f"  receipts: {len(r['receipts'])} under {str(Path(r['receipts'][0]).parent) if r['receipts'] else '-'}")
+    report = r.get("report") or {}
+    if report:
+        lines.append(f"  report: {report.get('path') or 'not written: ' + str(report.get('error'))}")
     return "\n".join(lines)
 
 
@@ -520,6 +536,159 @@ def intake(
 
     token = http_intake.check_token(os.environ.get(http_intake.TOKEN_ENV))
     http_intake.serve_http(proj, host or proj.params.intake.host, port or proj.params.intake.port, token)
+
+
+# ---- erasure in storage -------------------------------------------------------------------------
+@app.command("purge")
+def purge(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    scan_only: Annotated[bool, typer.Option("--scan-only", help="only scan cache, remote and folders; delete nothing")] = False,
+) -> None:
+    """Remove every DVC object (cache and remote) that still holds erased samples, then scan to prove it."""
+    proj = project()
+    from tasks import purge as purging
+
+    with stdout_to_stderr(as_json):
+        if scan_only:
+            result = purging.scan_only(proj)
+        else:
+            running = purging.running_batch(proj)
+            if running:
+                raise ForgetflowError(f"batch {running} is running; purge after it ends (every batch purges itself)")
+            result = purging.run_purge(proj)
+            result["report"] = str(purging.write_report(proj, result).relative_to(proj.root))
+    emit(result, as_json, purging.describe)
+    if not result["scan"]["ok"]:
+        raise typer.Exit(1)
+
+
+# ---- promotion, rollback, history, audit, reports ----------------------------------------------
+@app.command("promote")
+def promote_cmd(
+    version: Annotated[Optional[str], typer.Argument(help="model version (default: the challenger)")] = None,
+    reason: Annotated[str, typer.Option(help="why; recorded in the alias history")] = "",
+    override: Annotated[bool, typer.Option(help="promote although gates fail (recorded with who and why)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Make a version champion after re-checking its gates; never one that holds erased data."""
+    proj = project()
+    from tasks import promotion
+
+    with stdout_to_stderr(as_json):
+        done = promotion.promote_version(proj, version, reason, promotion.actor("forgetflow promote"), override)
+    emit(done, as_json, lambda d: f"champion: version {d['from'] or '-'} -> {d['to']}"
+         + (" (gates overridden)" if d["override"] else "") + f"; recorded: {d['reason']}")
+
+
+@app.command("approve")
+def approve_cmd(
+    flow_run: Annotated[str, typer.Argument(help="id of the paused promotion flow run (Prefect UI or `prefect flow-run ls`)")],
+    reason: Annotated[str, typer.Option(help="why; recorded in the alias history")] = "",
+    decline: Annotated[bool, typer.Option(help="decline instead of approving")] = False,
+    override: Annotated[bool, typer.Option(help="approve although gates fail (needs --reason)")] = False,
+) -> None:
+    """Answer a promotion flow run that waits for approval (needs the Prefect server: PREFECT_API_URL)."""
+    import uuid
+
+    project()
+    from prefect.exceptions import ObjectNotFound, PrefectException
+    from prefect.flow_runs import resume_flow_run
+    from prefect.settings import get_current_settings
+
+    from tasks import promotion
+
+    try:
+        run_id = uuid.UUID(flow_run)
+    except ValueError:
+        raise ForgetflowError(f"{flow_run!r} is not a flow run id") from None
+    api = get_current_settings().api.url
+    if not api:
+        raise ForgetflowError("PREFECT_API_URL is not set: a paused flow run lives on a Prefect server "
+                              "(`forgetflow promote VERSION --reason ...` works without one)")
+    answer = {"approve": not decline, "approver": promotion.actor("forgetflow approve"), "reason": reason,
+              "override": override}
+    try:
+        resume_flow_run(run_id, run_input=answer)
+    except ObjectNotFound:
+        raise ForgetflowError(f"flow run {flow_run} does not exist on the Prefect server at {api}") from None
+    except (PrefectException, RuntimeError) as exc:  # not paused, timed out, input rejected
+        raise ForgetflowError(f"flow run {flow_run}: {exc}") from None
+    typer.echo(f"flow run {flow_run}: {'declined' if decline else 'approved'}; the run moves the alias and records it")
+
+
+@app.command("rollback")
+def rollback_cmd(
+    reason: Annotated[str, typer.Option(help="why; recorded in the alias history")] = "",
+    to: Annotated[Optional[str], typer.Option(help="a former champion (default: the previous one)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Give `champion` back to a former champion; refused for any model that holds erased data."""
+    proj = project()
+    from tasks import promotion
+
+    with stdout_to_stderr(as_json):
+        done = promotion.rollback(proj, to, reason, promotion.actor("forgetflow rollback"))
+    emit(done, as_json, lambda d: f"champion: version {d['from']} -> {d['to']}; recorded: {d['reason']}")
+
+
+@app.command("history")
+def history_cmd(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Every alias move (time, reason, who) and every superseded model, oldest first."""
+    proj = project()
+    from tasks import promotion
+
+    with stdout_to_stderr(as_json):
+        info = promotion.history(proj)
+    emit(info, as_json, render_history)
+
+
+def render_history(h: dict[str, Any]) -> str:
+    """The human form of `forgetflow history`."""
+    lines = [f"{h['model_name']}: champion {h['champion'] or '-'}, challenger {h['challenger'] or '-'}"]
+    for e in h["events"]:
+        when = e["at"][:19].replace("T", " ")
+        if e["kind"] == "alias":
+            lines.append(f"{when}  {e['alias']:10s} {e['from_version'] or '-':>4s} -> {e['to_version'] or '-':<4s} "
+                         f"by {e['actor']}: {e['reason']}")
+        else:
+            lines.append(f"{when}  superseded v{e['version']} (holds data erased by {e['erased_by_batch']}; "
+                         f"found by {e['actor']})")
+    lines.append("versions:")
+    for v in h["versions"]:
+        state = (f"holds data erased by {', '.join(v['holds_erased_data_of'])}" if v["holds_erased_data_of"]
+                 else "free of erased data")
+        lines.append(f"  v{v['version']:<4s} {v['role']:10s} {','.join(v['aliases']) or '-':20s} {state}"
+                     + (f"; gates {v['gates']}" if v.get("gates") else ""))
+    return "\n".join(lines)
+
+
+@app.command("audit")
+def audit_cmd(
+    replace: Annotated[Optional[bool], typer.Option("--replace/--no-replace", help="replace a drifted champion "
+                                                    "(default: audit.replace)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Oracle audit: retrain from scratch on the current dataset version and compare with the champion."""
+    proj = project()
+    with stdout_to_stderr(as_json):
+        from flows.audit import oracle_audit
+
+        result = oracle_audit(params_path=str(proj.params_path), overrides=_overrides(), replace=replace)
+    emit(result, as_json, lambda r: (
+        f"audit {r['audit_id']}: champion v{r['champion']} test acc {r['champion_metrics']['test_acc']:.2f} vs "
+        f"retrain {r['retrain_metrics']['test_acc']:.2f} (gap {r['verdict']['test_acc_gap']:+.2f}); "
+        f"{r['verdict']['reason']}" + (f" New version {r['replacement']['version']}: {r['replacement']['action']}."
+                                       if r.get("replacement") else "")))
+
+
+@app.command("report")
+def report_cmd(batch_id: Annotated[str, typer.Argument(help="the batch whose report to (re)write")]) -> None:
+    """Rewrite a batch's HTML report from its stored records (state/reports/<batch>/report.html)."""
+    proj = project()
+    from tasks import reporting
+
+    path = reporting.regenerate(proj, batch_id)
+    typer.echo(f"wrote {path}")
 
 
 # ---- status, receipts, methods, config ----------------------------------------------------------

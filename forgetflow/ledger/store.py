@@ -132,6 +132,18 @@ quality_t = Table(
     Column("at", DateTime(timezone=True), nullable=False),
 )
 
+# Models that still hold erased data: once recorded, such a version never serves again (rollback refuses it).
+superseded_t = Table(
+    "superseded", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_name", String(128), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("erased_by_batch", String(64), nullable=False),  # the batch whose erased samples the model holds
+    Column("recorded_in", String(64), nullable=True),  # the batch (or audit) that found it
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("reason", Text, nullable=False),
+)
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
@@ -170,7 +182,12 @@ class Ledger:
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # several processes may open a fresh database at once; PostgreSQL's CREATE TABLE is not
+                # race-free (duplicate pg_type rows), so the schema is created under a transaction lock
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7405372019)")
+            metadata.create_all(conn)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -255,26 +272,39 @@ class Ledger:
         now = utcnow()
         me = owner_id()
         self.recover_stale()
-        with self.engine.begin() as conn:
-            try:
+        try:
+            with self.engine.begin() as conn:
                 conn.execute(insert(batch_lock_t).values(name="batch", batch_id=batch_id, owner=me, taken_at=now))
-            except IntegrityError:
+                conn.execute(insert(batches_t).values(batch_id=batch_id, state="running", started_at=now, owner=me))
+        except IntegrityError:
+            # read the holder in a new transaction: PostgreSQL refuses every statement in the failed one
+            with self.engine.connect() as conn:
                 holder = conn.execute(select(batch_lock_t)).mappings().first()
-                raise LedgerConflict(
-                    f"batch {holder['batch_id']} is already running (owner {holder['owner']}, since "
-                    f"{_aware(holder['taken_at']).isoformat()}); run `forgetflow batch recover` if it died"
-                ) from None
-            conn.execute(insert(batches_t).values(batch_id=batch_id, state="running", started_at=now, owner=me))
+            if holder is None:
+                raise LedgerConflict(f"batch id {batch_id} was used before") from None
+            raise LedgerConflict(
+                f"batch {holder['batch_id']} is already running (owner {holder['owner']}, since "
+                f"{_aware(holder['taken_at']).isoformat()}); run `forgetflow batch recover` if it died"
+            ) from None
 
     def claim(self, batch_id: str, limit: int) -> list[dict[str, Any]]:
         """Atomically move up to ``limit`` pending requests (oldest first) to ``claimed`` for this batch."""
         now = utcnow()
         oldest = (select(requests_t.c.request_id).where(requests_t.c.state == "pending")
                   .order_by(requests_t.c.received_at, requests_t.c.request_id).limit(limit))
+        claim = update(requests_t).values(state="claimed", batch_id=batch_id, updated_at=now, note=None)
         with self.engine.begin() as conn:
-            conn.execute(update(requests_t)
-                         .where(and_(requests_t.c.request_id.in_(oldest.scalar_subquery()), requests_t.c.state == "pending"))
-                         .values(state="claimed", batch_id=batch_id, updated_at=now, note=None))
+            if conn.dialect.name == "sqlite":
+                # one statement: SQLite serialises writers, and a read-then-write transaction could deadlock
+                conn.execute(claim.where(and_(requests_t.c.request_id.in_(oldest.scalar_subquery()),
+                                              requests_t.c.state == "pending")))
+            else:
+                # lock the rows first, skipping those another claimer holds: concurrent claimers take different
+                # rows instead of queueing on the same ones and coming back empty (a LIMIT ... SKIP LOCKED
+                # subquery inside the UPDATE may be re-run by the planner and take more than ``limit``)
+                ids = conn.execute(oldest.with_for_update(skip_locked=True)).scalars().all()
+                for chunk in _chunks(list(ids), 5000):
+                    conn.execute(claim.where(and_(requests_t.c.request_id.in_(chunk), requests_t.c.state == "pending")))
         claimed = self.list(state="claimed", batch_id=batch_id)
         if not claimed:
             raise NothingToDo("no pending requests to claim")
@@ -428,8 +458,38 @@ class Ledger:
 
     def quality(self, metric: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(quality_t).where(quality_t.c.metric == metric)
-                                                  .order_by(quality_t.c.id)).mappings()]
+            return [{k: (_aware(v).isoformat() if isinstance(v, dt.datetime) else v) for k, v in r.items()}
+                    for r in conn.execute(select(quality_t).where(quality_t.c.metric == metric)
+                                          .order_by(quality_t.c.id)).mappings()]
+
+    def delete_quality(self, batch_id: str) -> None:
+        """Remove the quality rows of a batch that is being rolled back."""
+        with self.engine.begin() as conn:
+            conn.execute(quality_t.delete().where(quality_t.c.batch_id == batch_id))
+
+    # ---- superseded models ---------------------------------------------------------------------
+    def record_superseded(self, model_name: str, rows: Sequence[dict[str, Any]], recorded_in: str | None) -> None:
+        """Record versions that hold erased data: ``{"version", "erased_by_batch", "reason"}`` each."""
+        if not rows:
+            return
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(insert(superseded_t), [{"model_name": model_name, "version": str(r["version"]),
+                                                 "erased_by_batch": r["erased_by_batch"], "recorded_in": recorded_in,
+                                                 "at": now, "reason": r["reason"]} for r in rows])
+
+    def superseded(self, model_name: str | None = None) -> list[dict[str, Any]]:
+        query = select(superseded_t).order_by(superseded_t.c.id)
+        if model_name:
+            query = query.where(superseded_t.c.model_name == model_name)
+        with self.engine.connect() as conn:
+            return [{k: (_aware(v).isoformat() if isinstance(v, dt.datetime) else v) for k, v in r.items()}
+                    for r in conn.execute(query).mappings()]
+
+    def delete_superseded(self, recorded_in: str) -> None:
+        """Undo the supersession rows a rolled-back batch recorded."""
+        with self.engine.begin() as conn:
+            conn.execute(superseded_t.delete().where(superseded_t.c.recorded_in == recorded_in))
 
 
 def _request_dict(row: Any) -> dict[str, Any]:
