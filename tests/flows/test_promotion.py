@@ -200,7 +200,6 @@ def test_manual_approval_waits_for_a_person_in_a_paused_flow_run(digits_project,
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState,
                                                 FlowRunFilterStateName)
-    from prefect.flow_runs import resume_flow_run
 
     outcome: dict = {}
     runner = threading.Thread(target=lambda: outcome.update(
@@ -217,13 +216,26 @@ def test_manual_approval_waits_for_a_person_in_a_paused_flow_run(digits_project,
             time.sleep(0.5)
     assert paused is not None, "the promotion flow never paused for approval"
     assert tracking.alias_version(project, tracking.CHAMPION) == "1"  # nothing moves before the answer
-    resume_flow_run(paused.id, run_input={"approve": True, "approver": "dpo", "reason": "reviewed the report"})
+    # the person answers from a terminal (in-process, so the CLI talks to the harness's server)
+    from typer.testing import CliRunner
+
+    from forgetflow.cli import app
+
+    bad = CliRunner().invoke(app, ["--params", str(project.params_path), "approve", "not-a-run-id"])
+    assert bad.exit_code != 0 and "is not a flow run id" in str(bad.exception)
+    answered = CliRunner().invoke(app, ["--params", str(project.params_path), "approve", str(paused.id),
+                                        "--reason", "reviewed the report"])
+    assert answered.exit_code == 0, answered.output
     runner.join(timeout=120)
     assert not runner.is_alive()
     assert outcome["status"] == "promoted" and outcome["to"] == "2"
     assert tracking.alias_version(project, tracking.CHAMPION) == "2"
     last = project.open_ledger().alias_history()[-1]
-    assert last["reason"].startswith("reviewed the report") and last["actor"].startswith("dpo")
+    assert last["reason"].startswith("reviewed the report") and "via forgetflow approve" in last["actor"]
+    assert "approved in the promotion flow" in last["actor"]
+    # a second answer finds nothing paused
+    again = CliRunner().invoke(app, ["--params", str(project.params_path), "approve", str(paused.id), "--reason", "x"])
+    assert again.exit_code != 0 and "paused" in str(again.exception).lower()
 
 
 @pytest.mark.slow
