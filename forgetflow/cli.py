@@ -588,31 +588,10 @@ def approve_cmd(
     override: Annotated[bool, typer.Option(help="approve although gates fail (needs --reason)")] = False,
 ) -> None:
     """Answer a promotion flow run that waits for approval (needs the Prefect server: PREFECT_API_URL)."""
-    import uuid
-
     project()
-    from prefect.exceptions import ObjectNotFound, PrefectException
-    from prefect.flow_runs import resume_flow_run
-    from prefect.settings import get_current_settings
-
     from tasks import promotion
 
-    try:
-        run_id = uuid.UUID(flow_run)
-    except ValueError:
-        raise ForgetflowError(f"{flow_run!r} is not a flow run id") from None
-    api = get_current_settings().api.url
-    if not api:
-        raise ForgetflowError("PREFECT_API_URL is not set: a paused flow run lives on a Prefect server "
-                              "(`forgetflow promote VERSION --reason ...` works without one)")
-    answer = {"approve": not decline, "approver": promotion.actor("forgetflow approve"), "reason": reason,
-              "override": override}
-    try:
-        resume_flow_run(run_id, run_input=answer)
-    except ObjectNotFound:
-        raise ForgetflowError(f"flow run {flow_run} does not exist on the Prefect server at {api}") from None
-    except (PrefectException, RuntimeError) as exc:  # not paused, timed out, input rejected
-        raise ForgetflowError(f"flow run {flow_run}: {exc}") from None
+    promotion.answer_paused_run(flow_run, not decline, reason, promotion.actor("forgetflow approve"), override)
     typer.echo(f"flow run {flow_run}: {'declined' if decline else 'approved'}; the run moves the alias and records it")
 
 

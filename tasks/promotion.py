@@ -359,3 +359,31 @@ def promote_task(project: Project, version: str, reason: str, by: str, override:
 def reject_version(project: Project, version: str, reason: str, by: str) -> None:
     """A person declined the promotion: record it on the version (tag ``forgetflow.promotion``)."""
     tracking.set_version_tags(project, version, {PROMOTION_TAG: f"declined by {by}: {reason}"[:4900]})
+
+
+def answer_paused_run(flow_run: str, approve: bool, reason: str, by: str, override: bool = False) -> str:
+    """Resume a paused promotion flow run with a person's answer (``forgetflow approve``); returns the API URL.
+
+    Raises PromotionRefused with one line when there is no server, no such run, or nothing paused.
+    """
+    import uuid
+
+    from prefect.exceptions import ObjectNotFound, PrefectException
+    from prefect.flow_runs import resume_flow_run
+    from prefect.settings import get_current_settings
+
+    try:
+        run_id = uuid.UUID(flow_run)
+    except ValueError:
+        raise PromotionRefused(f"{flow_run!r} is not a flow run id") from None
+    api = get_current_settings().api.url
+    if not api:
+        raise PromotionRefused("PREFECT_API_URL is not set: a paused flow run lives on a Prefect server "
+                               "(`forgetflow promote VERSION --reason ...` works without one)")
+    try:
+        resume_flow_run(run_id, run_input={"approve": approve, "approver": by, "reason": reason, "override": override})
+    except ObjectNotFound:
+        raise PromotionRefused(f"flow run {flow_run} does not exist on the Prefect server at {api}") from None
+    except (PrefectException, RuntimeError) as exc:  # not paused, timed out, input rejected
+        raise PromotionRefused(f"flow run {flow_run}: {exc}") from None
+    return api
