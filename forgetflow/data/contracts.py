@@ -39,18 +39,23 @@ def manifest_frame(version: DatasetVersion, manifest: Manifest) -> pd.DataFrame:
     """One row per (request, sample) entry, with the facts the manifest rules check."""
     rows = manifest.rows.copy()
     table = version.table
-    known = set(table["sample_id"])
+    # .tolist() and plain sets: iterating Arrow-backed string columns (pandas 3) value by value is slow
+    known = set(table["sample_id"].tolist())
     erased = dict(zip(version.erased["sample_id"], version.erased["erased_in_version"])) if len(version.erased) else {}
     train = table[table["split"] == "train"]
-    candidates = set(rows["sample_id"].dropna())
-    retain = train[~train["sample_id"].isin(candidates)]
-    retain_ids = set(retain["sample_id"])
-    by_hash = retain.groupby("content_hash")["sample_id"].first().to_dict()
+    candidates = set(rows["sample_id"].dropna().tolist())
+    retain = train[[s not in candidates for s in train["sample_id"].tolist()]]
+    retain_ids = set(retain["sample_id"].tolist())
+    by_hash: dict[str, str] = {}  # content hash -> the first retained sample with it
+    for h, sid in zip(retain["content_hash"].tolist(), retain["sample_id"].tolist()):
+        if isinstance(h, str):
+            by_hash.setdefault(h, sid)
+    ids = rows["sample_id"].tolist()
     # an erased sample is "known" (it has a tombstone), so the not-already-erased rule names it
-    rows["known"] = rows["sample_id"].map(lambda s: bool(s in known or s in erased) if isinstance(s, str) else True)
-    rows["erased_in_version"] = rows["sample_id"].map(lambda s: erased.get(s) if isinstance(s, str) else None).astype("Int64")
+    rows["known"] = [bool(s in known or s in erased) if isinstance(s, str) else True for s in ids]
+    rows["erased_in_version"] = pd.array([erased.get(s) if isinstance(s, str) else None for s in ids], dtype="Int64")
     rows["already_erased"] = rows["erased_in_version"].notna()
-    rows["in_retain"] = rows["sample_id"].map(lambda s: bool(s in retain_ids) if isinstance(s, str) else False)
+    rows["in_retain"] = [bool(s in retain_ids) if isinstance(s, str) else False for s in ids]
     rows["duplicate_in_retain"] = rows["content_hash"].map(lambda h: by_hash.get(h) if isinstance(h, str) else None)
     rows["version"] = version.label
     rows["max_label"] = version.num_classes - 1
@@ -78,7 +83,8 @@ def shard_frame(version: DatasetVersion) -> pd.DataFrame:
 def balance_frame(version: DatasetVersion, forget_ids: list[str]) -> pd.DataFrame:
     """Per class: its share of the training split before and after removing ``forget_ids`` (points)."""
     train = version.rows("train")
-    after = train[~train["sample_id"].isin(forget_ids)]
+    forget = set(forget_ids)
+    after = train[[s not in forget for s in train["sample_id"].tolist()]]
     k = version.num_classes
     before_share = np.bincount(train["label"], minlength=k) / max(1, len(train)) * 100
     after_share = np.bincount(after["label"], minlength=k) / max(1, len(after)) * 100

