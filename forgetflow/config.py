@@ -107,6 +107,9 @@ class VersioningParams(Strict):
     enabled: bool = True
     remote: str = "forgetflow"
     remote_url: str = "state/dvc-remote"
+    remote_options: dict[str, str] = Field(
+        default_factory=dict, description="more DVC settings of the remote, e.g. {endpointurl: http://minio:9000, "
+        "region: eu-west-1} for an S3-compatible store; credentials come from the environment (AWS_*), not from here")
     git_commit: bool = False
 
 

@@ -52,11 +52,12 @@ def ensure_repo(project: Project) -> None:
             conf["core"]["check_update"] = False
         remote_name = project.params.versioning.remote
         url = project.dvc_remote_url
-        current = repo.config.get("remote", {}).get(remote_name, {}).get("url")
-        if current != url or repo.config.get("core", {}).get("remote") != remote_name:
+        wanted = {"url": url, **project.params.versioning.remote_options}
+        current = {k: str(v) for k, v in repo.config.get("remote", {}).get(remote_name, {}).items() if k in wanted}
+        if current != wanted or repo.config.get("core", {}).get("remote") != remote_name:
             with repo.config.edit("local") as conf:
                 conf["core"]["remote"] = remote_name
-                conf["remote"][remote_name] = {"url": url}
+                conf["remote"][remote_name] = dict(wanted)
         if "://" not in url:
             Path(url).mkdir(parents=True, exist_ok=True)
         repo.close()

@@ -122,13 +122,15 @@ def mlflow_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) 
     args = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
             "--artifacts-destination", str(home / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
             "--workers", "1"]
-    server = Child("mlflow server", args, home / "server.log", quiet_env(), home)
+    # the GenAI job runner (six huey consumer processes) is not used by forgetflow: off, to spare the CPU
+    env = quiet_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    server = Child("mlflow server", args, home / "server.log", env, home)
     url = f"http://127.0.0.1:{port}"
     try:
         server.wait_http(f"{url}/health", timeout=240)
         yield {"url": url, "artifacts": str(home / "artifacts"), "backend": backend, "log": str(server.log)}
     finally:
-        server.stop(signal.SIGTERM)
+        server.stop(signal.SIGTERM, grace=10)
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +160,24 @@ def wait_for(what: str, check, timeout: float, interval: float = 0.5):
             return value
         time.sleep(interval)
     raise AssertionError(f"{what}: not within {timeout:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An S3-compatible HTTP endpoint on loopback (moto's standalone server, in memory); yields its URL.
+
+    MinIO is not packaged for Debian or PyPI; moto's server speaks the S3 protocol over HTTP, so DVC's real S3
+    client (s3fs/aiobotocore) is what the tests exercise. Skipped when moto[server] or dvc-s3 is missing.
+    """
+    pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install 'moto[server]')")
+    pytest.importorskip("dvc_s3", reason="dvc-s3 is not installed (pip install 'dvc[s3]')")
+    home = tmp_path_factory.mktemp("s3-server")
+    port = free_port()
+    server = Child("s3 server", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                   home / "server.log", quiet_env(), home)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        server.wait_http(f"{url}/moto-api/", timeout=120)
+        yield url
+    finally:
+        server.stop(signal.SIGTERM, grace=10)
