@@ -158,8 +158,8 @@ def running_batch(project: Project) -> str | None:
     """The id of a batch that is running now (a standalone purge must not race it), or None."""
     from tasks.claims import ledger
 
-    running = [b["batch_id"] for b in ledger(project).batches(limit=20) if b["state"] == "running"]
-    return running[0] if running else None
+    holder = ledger(project).running_batch()
+    return holder["batch_id"] if holder else None
 
 
 def write_report(project: Project, evidence: dict[str, Any]) -> Path:
