@@ -180,9 +180,37 @@ def test_retrain_decision_registers_an_exact_model_and_the_report_tells(digits_p
     with pytest.raises(PromotionRefused, match="version 1 still holds data erased by batch"):
         promoting.rollback(project, None, "undo the retrain", "tester")
 
+    assert audit.verify_receipts(project).ok  # receipts link to the retrain's run and version
+
     # the report can be regenerated from the stored records
     (project.root / result["report"]["path"]).unlink()
     assert reporting.regenerate(project, batch).exists()
+
+
+@pytest.mark.slow
+def test_unlearning_that_fails_the_gates_is_replaced_by_a_retrain(digits_project, prefect_harness):
+    project = _configure(digits_project, gates={"min_test_acc": 100.0})  # retrain.on_gate_failure: true (default)
+    _file_requests(project, with_bad=False)
+    result = deletion_batch(params_path=str(project.params_path))
+    batch = result["batch_id"]
+
+    assert result["rejected"]["model_version"] == "2" and result["rejected"]["failed"] == ["utility"]
+    assert result["decision"]["action"] == "retrain" and result["decision"]["rule"] == "gate-failure"
+    assert "version 2" in result["decision"]["reason"] and result["decision"]["measures"]["failed_gates"] == ["utility"]
+    assert result["model_version"] == "3" and result["promoted"]  # exact: promoted though its utility gate fails
+    assert result["gates"]["utility"]["passed"] is False and result["promotion"]["action"] == "promote"
+    assert tracking.alias_version(project, tracking.CHAMPION) == tracking.alias_version(project, tracking.CHALLENGER) == "3"
+    assert tracking.version_info(project, "2")["tags"]["gates"] == "failed: utility"
+    assert tracking.version_info(project, "3")["tags"]["forgetflow.role"] == "retrain"
+    # the original holds the erased samples; the rejected unlearned model unlearned them (never served, not superseded)
+    assert [r["version"] for r in result["superseded"]] == ["1"]
+    receipt = json.loads((project.root / result["receipts"][0]).read_text())
+    assert receipt["decision"]["rule"] == "gate-failure" and receipt["decision"]["rejected_version"] == "2"
+    assert receipt["mlflow"]["model_version"] == "3" and audit.verify_receipts(project).ok
+    html = (project.root / result["report"]["path"]).read_text()
+    assert "An unlearned model was tried first" in html and "version 2" in html
+    assert html.count("data:image/png;base64,") == 3
+    assert not list((project.state_dir / "candidates").glob(f"{batch}*"))  # no candidate file left behind
 
 
 @pytest.mark.slow
