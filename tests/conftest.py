@@ -9,25 +9,30 @@ import os
 import tempfile
 from pathlib import Path
 
-_SESSION_TMP = Path(tempfile.mkdtemp(prefix="forgetflow-tests-"))
-os.environ.update(
-    {
-        "PREFECT_HOME": str(_SESSION_TMP / "prefect"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-        "DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{_SESSION_TMP / 'stray-mlflow.db'}",
-        "DVC_NO_ANALYTICS": "1",
-        "DVC_SITE_CACHE_DIR": str(_SESSION_TMP / "dvc-site"),
-        "HF_HUB_OFFLINE": "1",
-        "GIT_AUTHOR_NAME": "forgetflow-tests",
-        "GIT_AUTHOR_EMAIL": "tests@forgetflow.invalid",
-        "GIT_COMMITTER_NAME": "forgetflow-tests",
-        "GIT_COMMITTER_EMAIL": "tests@forgetflow.invalid",
-    }
-)
+# Tests that import helpers from this module would run this block a second time (pytest imports the file as
+# "conftest", a test as "tests.conftest"): the marker keeps one temporary folder and one environment.
+if "FORGETFLOW_TEST_TMP" not in os.environ:
+    os.environ["FORGETFLOW_TEST_TMP"] = tempfile.mkdtemp(prefix="forgetflow-tests-")
+    _tmp = Path(os.environ["FORGETFLOW_TEST_TMP"])
+    os.environ.update(
+        {
+            "PREFECT_HOME": str(_tmp / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            "DO_NOT_TRACK": "true",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{_tmp / 'stray-mlflow.db'}",
+            "DVC_NO_ANALYTICS": "1",
+            "DVC_SITE_CACHE_DIR": str(_tmp / "dvc-site"),
+            "HF_HUB_OFFLINE": "1",
+            "GIT_AUTHOR_NAME": "forgetflow-tests",
+            "GIT_AUTHOR_EMAIL": "tests@forgetflow.invalid",
+            "GIT_COMMITTER_NAME": "forgetflow-tests",
+            "GIT_COMMITTER_EMAIL": "tests@forgetflow.invalid",
+        }
+    )
+_SESSION_TMP = Path(os.environ["FORGETFLOW_TEST_TMP"])
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
