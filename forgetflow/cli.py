@@ -527,6 +527,7 @@ def serve(
 def intake(
     host: Annotated[Optional[str], typer.Option(help="address to listen on (default: intake.host)")] = None,
     port: Annotated[Optional[int], typer.Option(help="port (default: intake.port)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="processes sharing the port (default: intake.workers)")] = None,
 ) -> None:
     """Serve the HTTP intake (POST /requests, GET /requests/{id}[/receipt]); token from FORGETFLOW_INTAKE_TOKEN."""
     import os
@@ -535,7 +536,11 @@ def intake(
     from tasks import intake as http_intake
 
     token = http_intake.check_token(os.environ.get(http_intake.TOKEN_ENV))
-    http_intake.serve_http(proj, host or proj.params.intake.host, port or proj.params.intake.port, token)
+    # worker processes import tasks.intake by name: they need the code folder on their path
+    code_root = next(p for p in sys.path if (Path(p) / "flows").is_dir() and (Path(p) / "tasks").is_dir())
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [code_root, os.environ.get("PYTHONPATH")]))
+    http_intake.serve_http(proj, host or proj.params.intake.host, port or proj.params.intake.port, token,
+                           workers or proj.params.intake.workers, _overrides())
 
 
 # ---- erasure in storage -------------------------------------------------------------------------
@@ -736,7 +741,9 @@ def main() -> None:
     """Console entry point: one-line errors, non-zero exits."""
     runtime_env.apply()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:  # click hands a command's `raise typer.Exit(n)` back as a return value here
+            sys.exit(code)
     except ForgetflowError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)

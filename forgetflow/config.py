@@ -281,6 +281,7 @@ class IntakeParams(Strict):
     host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 = every interface)")
     port: int = Field(8787, ge=1, le=65535)
     max_items: int = Field(10_000, ge=1, description="most requests in one POST (a list is all-or-nothing)")
+    workers: int = Field(1, ge=1, le=64, description="intake processes sharing the port (uvicorn workers)")
 
 
 class Params(Strict):

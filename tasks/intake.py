@@ -23,6 +23,7 @@ import hmac
 import json
 import logging
 import os
+import socket
 from typing import Annotated, Any, AsyncIterator, Literal
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response, status
@@ -338,9 +339,51 @@ def create_app(project: Project, token: str, ledger: Ledger | None = None, annou
     return app
 
 
-def serve_http(project: Project, host: str, port: int, token: str | None, log_level: str = "info") -> None:
-    """Run the intake with uvicorn until interrupted."""
+def app_from_environment() -> FastAPI:
+    """The uvicorn factory of each worker process: the project from ``$FORGETFLOW_PARAMS`` (+ overrides)."""
+    from forgetflow import runtime_env
+
+    overrides = json.loads(os.environ.get("FORGETFLOW_INTAKE_OVERRIDES") or "{}")
+    project = Project.load(os.environ["FORGETFLOW_PARAMS"], overrides)
+    runtime_env.apply(project)
+    return create_app(project, os.environ.get(TOKEN_ENV))
+
+
+def serve_http(project: Project, host: str, port: int, token: str | None, workers: int = 1,
+               overrides: dict[str, Any] | None = None, log_level: str = "info") -> None:
+    """Run the intake with uvicorn until interrupted; ``workers`` > 1 = that many processes on one port."""
     import uvicorn
 
-    app = create_app(project, token or "")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+    if workers <= 1:
+        uvicorn.run(create_app(project, token or ""), host=host, port=port, log_level=log_level, server_header=False)
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    check_token(token)
+    # each worker process builds its own app (and ledger connection pool) from the same project
+    os.environ["FORGETFLOW_PARAMS"] = str(project.params_path)
+    os.environ["FORGETFLOW_INTAKE_OVERRIDES"] = json.dumps(overrides or {})
+    config = uvicorn.Config("tasks.intake:app_from_environment", factory=True, workers=workers, host=host, port=port,
+                            log_level=log_level, server_header=False)
+    sock = _listening_socket(host, port)
+    logging.getLogger("uvicorn.error").info("intake on http://%s:%d with %d worker processes", host, port, workers)
+    Multiprocess(config, sockets=[sock]).run()
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The shared listening socket of the worker processes.
+
+    Created with ``proto=IPPROTO_TCP``, unlike uvicorn's own (proto 0): asyncio sets TCP_NODELAY only on
+    connections accepted from a socket whose proto is TCP. Without it every response waits for Nagle's
+    algorithm and the client's delayed ACK: measured here, 2 workers answered 74 POSTs/s against 230 for one.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ForgetflowError(f"intake: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    sock.set_inheritable(True)
+    return sock

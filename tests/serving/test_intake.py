@@ -152,13 +152,14 @@ def test_openapi_describes_the_api(client):
 
 
 def test_concurrent_retries_on_a_real_server(tmp_path, start_child):
-    """Upstream retries in parallel: every id is stored once, every answer is 200 or 201, nothing is lost."""
+    """Upstream retries in parallel, to two intake processes on one port: every id is stored once, every
+    answer is 200 or 201, nothing is lost."""
     root = make_project_dir(tmp_path / "p")
     port = free_port()
     env = quiet_env(FORGETFLOW_INTAKE_TOKEN=TOKEN)
-    server = start_child("intake", forgetflow_cmd("intake", "--port", str(port)), root, env)
+    server = start_child("intake", forgetflow_cmd("intake", "--port", str(port), "--workers", "2"), root, env)
     base = f"http://127.0.0.1:{port}"
-    server.wait_http(f"{base}/health", timeout=120)
+    server.wait_http(f"{base}/health", timeout=240)
     when = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc).isoformat()
     ids = [f"c-{i:03d}" for i in range(40)]
     answers: list[int] = []
