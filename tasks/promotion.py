@@ -323,15 +323,17 @@ def history(project: Project) -> dict[str, Any]:
     events.sort(key=lambda e: e["at"])
     known = lineage_tasks.records(project)
     gone = lineage_tasks.erasures(project)
+    champion = tracking.alias_version(project, tracking.CHAMPION)
+    challenger = tracking.alias_version(project, tracking.CHALLENGER)
     versions = []
-    for v in tracking.versions(project):
+    for v in tracking.versions(project):  # (registry searches do not return aliases: ask for each alias)
         held = lineage.held(v["version"], known, gone)
+        aliases = [a for a, at in ((tracking.CHAMPION, champion), (tracking.CHALLENGER, challenger)) if at == v["version"]]
         versions.append({"version": v["version"], "role": v["tags"].get("forgetflow.role", "unknown"),
-                         "batch_id": v["tags"].get("batch_id"), "aliases": v["aliases"],
+                         "batch_id": v["tags"].get("batch_id"), "aliases": aliases,
                          "gates": v["tags"].get("gates"), "promotion": v["tags"].get(PROMOTION_TAG),
                          "superseded_by": v["tags"].get("forgetflow.superseded_by"), "holds_erased_data_of": held})
-    return {"model_name": name, "champion": tracking.alias_version(project, tracking.CHAMPION),
-            "challenger": tracking.alias_version(project, tracking.CHALLENGER), "events": events, "versions": versions}
+    return {"model_name": name, "champion": champion, "challenger": challenger, "events": events, "versions": versions}
 
 
 @task(name="check-promotable", cache_policy=NO_CACHE)

@@ -89,6 +89,7 @@ def test_failed_gates_keep_a_superseded_champion_which_rollback_refuses(digits_p
     assert all(e["at"] and e["reason"] and e["actor"] for e in hist["events"])
     assert "deletion-batch flow" in hist["events"][1]["actor"]
     assert {v["version"]: v["holds_erased_data_of"] for v in hist["versions"]} == {"1": [batch], "2": []}
+    assert {v["version"]: v["aliases"] for v in hist["versions"]} == {"1": ["champion"], "2": ["challenger"]}
 
     # promotion re-checks the gates: refused without --override, recorded with who and why with it
     with pytest.raises(PromotionRefused, match="fails the gate"):
