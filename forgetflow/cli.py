@@ -529,7 +529,7 @@ def intake(
     port: Annotated[Optional[int], typer.Option(help="port (default: intake.port)")] = None,
     workers: Annotated[Optional[int], typer.Option(help="processes sharing the port (default: intake.workers)")] = None,
 ) -> None:
-    """Serve the HTTP intake (POST /requests, GET /requests/{id}[/receipt]); token from FORGETFLOW_INTAKE_TOKEN."""
+    """Serve the HTTP intake (POST /requests, GET /requests/{id} and /requests/{id}/receipt); token from FORGETFLOW_INTAKE_TOKEN."""
     import os
 
     proj = project()
