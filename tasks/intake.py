@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV = "FORGETFLOW_INTAKE_TOKEN"
 MIN_TOKEN_LENGTH = 16
+MAX_BYTES_PER_ITEM = 2048  # a request object is under 700 bytes of JSON even with 128-character ids
 FIELDS = ("request_id", "subject_id", "sample_id", "reason", "received_at")
 EXAMPLE = {"request_id": "dsar-2026-000123", "subject_id": "subj-00042", "reason": "privacy",
            "received_at": "2026-11-20T09:30:00Z"}
@@ -336,7 +337,32 @@ def create_app(project: Project, token: str, ledger: Ledger | None = None, annou
             raise HTTPException(503, detail=f"ledger unreachable: {type(exc).__name__}") from None
         return {"status": "ok", "events": "on" if announcer.enabled else "off"}
 
-    return app
+    return BodyLimit(app, intake.max_items * MAX_BYTES_PER_ITEM + 64 * 1024)  # type: ignore[return-value]
+
+
+class BodyLimit:
+    """ASGI wrapper: a POST whose declared body exceeds ``limit`` bytes gets 413 before anything is read.
+
+    ``intake.max_items`` bounds a list only after it is parsed; this bounds the bytes a client can make the
+    intake read and parse. Everything else (``openapi``, ``state``, routes) is the wrapped app's.
+    """
+
+    def __init__(self, app: FastAPI, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.limit:
+                response = JSONResponse(status_code=413, content={
+                    "detail": f"body of {int(length)} bytes; at most {self.limit} (intake.max_items requests)"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def app_from_environment() -> FastAPI:

@@ -124,6 +124,8 @@ def test_a_list_is_all_or_nothing(client, project):
     assert sorted(_stored(project)) == ["l-0", "l-1", "l-2"]
 
     assert client.post("/requests", json=[], headers=AUTH).status_code == 422
+    huge = client.post("/requests", content=b"[" + b" " * 80_000 + b"]", headers={**AUTH, "Content-Type": "application/json"})
+    assert huge.status_code == 413 and "at most" in huge.json()["detail"]
     too_many = [{**ONE, "request_id": f"m-{i}"} for i in range(4)]
     r = client.post("/requests", json=too_many, headers=AUTH)
     assert r.status_code == 422 and "at most 3" in r.json()["detail"][0]["msg"]
