@@ -17,6 +17,7 @@ triggered-batch/NAME   flows/serving.py:triggered_batch event trigger: a ``forge
 backlog-check/NAME     flows/serving.py:backlog_check   ``check_cron``
 promotion/NAME         flows/promotion.py:promotion     on demand, and on each ``forgetflow.challenger.awaiting-
                                                        approval`` event of this project (when the module exists)
+oracle-audit/NAME      flows/audit.py:oracle_audit      ``audit.cron`` (null = on demand; when the module exists)
 =====================  ==============================  ==================================================
 
 NAME is ``serve.name``; every event the trigger reacts to must carry ``forgetflow.project=NAME``, so several
@@ -46,6 +47,7 @@ ENTRYPOINTS = {
     "triggered-batch": "flows/serving.py:triggered_batch",
     "backlog-check": "flows/serving.py:backlog_check",
     "promotion": "flows/promotion.py:promotion",
+    "oracle-audit": "flows/audit.py:oracle_audit",
 }
 
 
@@ -74,15 +76,20 @@ def _flow(name: str, local: Flow, source: str | None) -> Flow:
     return Flow.from_source(source=source, entrypoint=ENTRYPOINTS[name])  # type: ignore[return-value]
 
 
-def promotion_flow() -> Flow | None:
-    """``flows.promotion.promotion`` when that module exists (it is optional here), else None."""
+def optional_flow(module_name: str, attribute: str) -> Flow | None:
+    """A flow from a module of flows/ that a checkout may lack (promotion, audit), else None."""
     try:
-        module = importlib.import_module("flows.promotion")
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name == "flows.promotion":
+        if exc.name == module_name:
             return None
         raise
-    return getattr(module, "promotion", None)
+    return getattr(module, attribute, None)
+
+
+def promotion_flow() -> Flow | None:
+    """``flows.promotion.promotion`` when that module exists, else None."""
+    return optional_flow("flows.promotion", "promotion")
 
 
 def build(project: Project, overrides: dict[str, Any] | None = None, source: str | None = None) -> list[RunnerDeployment]:
@@ -104,6 +111,13 @@ def build(project: Project, overrides: dict[str, Any] | None = None, source: str
         out.append(_flow("backlog-check", backlog_check, source).to_deployment(
             name=serve.name, schedules=[Cron(serve.check_cron, timezone=serve.timezone)], parameters=parameters,
             tags=tags, description="emits forgetflow.backlog.due when a deletion batch is due"))
+    audit = optional_flow("flows.audit", "oracle_audit")
+    if audit is not None:
+        cron = getattr(getattr(project.params, "audit", None), "cron", None)
+        out.append(_flow("oracle-audit", audit, source).to_deployment(
+            name=serve.name, parameters=parameters, tags=tags,
+            schedules=[Cron(cron, timezone=serve.timezone)] if cron else None,
+            description="retrain from scratch on the current dataset version and measure the champion's drift"))
     promotion = promotion_flow()
     if promotion is not None:
         out.append(_flow("promotion", promotion, source).to_deployment(

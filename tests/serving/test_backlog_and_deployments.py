@@ -79,6 +79,9 @@ def test_deployments_follow_params(tmp_path):
     assert trigger.parameters == {**expected, "event_id": "{{ event.id | string }}"}
     if "promotion" in built:  # flows/promotion.py is optional here
         assert built["promotion"].triggers[0].parameters["version"] == "{{ event.payload.version }}"
+    if "oracle-audit" in built:  # so is flows/audit.py
+        audit = built["oracle-audit"].schedules[0].schedule
+        assert (audit.cron, audit.timezone) == (project.params.audit.cron, "Europe/Berlin")
 
     default = Project.load(make_project_dir(tmp_path / "q") / "params.yaml")
     names = {d.flow_name for d in deployments.build(default)}
