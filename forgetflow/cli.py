@@ -503,7 +503,7 @@ def serve(
                                                           "instead of running them here")] = None,
     limit: Annotated[Optional[int], typer.Option(help="most flow runs at once in this process")] = None,
 ) -> None:
-    """Run the deployments (scheduled batch, triggered batch, backlog check, promotion) on a Prefect server.
+    """Run the deployments (scheduled and triggered batches, backlog check, promotion, oracle audit) on a Prefect server.
 
     Needs PREFECT_API_URL pointing at `prefect server start`; see docs/operations.md.
     """
