@@ -12,6 +12,7 @@ from forgetflow.methods.base import (  # noqa: F401
 )
 from forgetflow.methods import finetune  # noqa: F401,E402
 from forgetflow.methods import neggrad_plus  # noqa: F401,E402
+from forgetflow.methods import mu_mis  # noqa: F401,E402
 from forgetflow.methods import scrub  # noqa: F401,E402
 from forgetflow.methods import ssd  # noqa: F401,E402
 from forgetflow.methods import bad_teacher  # noqa: F401,E402
