@@ -123,7 +123,7 @@ def test_scores_are_z_normalised_per_layer(score, digits_random):
     assert [layer.name for layer in layers] == ["conv2", "conv3"]
     assert [layer.bn is model.bn2 for layer in layers] == [True, False]
     delta = aru.attack(model, data.forget, cfg, run)
-    scores = aru.score_filters(model, layers, data, delta, cfg, run)
+    scores = aru.score_filters(model, layers, data.forget, delta, cfg, run, data.retain)
     for layer in layers:
         s = scores[layer.name]
         assert s.shape == (layer.filters,) and torch.isfinite(s).all()
@@ -141,8 +141,10 @@ def test_moves_forget_loss_toward_the_oracle_where_finetuning_alone_does_not(dig
     tuned = ft.unlearn(clone(digits_random.original.model), data_for(ft, s.forget, s.retain, s.num_classes,
                                                                        digits_random.recipe),
                        ft.resolve(None, {"epochs": 3, "lr": cfg.lr}), RunContext.create(0, "cpu"))
-    assert abs(loss(model) - oracle) < 0.5 * abs(original - oracle)
-    assert abs(loss(tuned) - oracle) > abs(loss(model) - oracle)
-    # utility margin: retain and test accuracy within 2 points of the original's
-    assert outputs(model, s.retain).accuracy >= outputs(digits_random.original.model, s.retain).accuracy - 2.0
-    assert outputs(model, s.test).accuracy >= outputs(digits_random.original.model, s.test).accuracy - 2.0
+    closed = 1 - abs(loss(model) - oracle) / abs(original - oracle)  # share of the forget-loss gap closed
+    ft_closed = 1 - abs(loss(tuned) - oracle) / abs(original - oracle)
+    assert closed >= 1 / 3, closed
+    assert ft_closed < closed / 3, (ft_closed, closed)
+    # utility margin: retain and test accuracy within 3 points of the original's
+    assert outputs(model, s.retain).accuracy >= outputs(digits_random.original.model, s.retain).accuracy - 3.0
+    assert outputs(model, s.test).accuracy >= outputs(digits_random.original.model, s.test).accuracy - 3.0
