@@ -71,8 +71,10 @@ def setup(
     task = make_task(scenario, version, seed, **(scenario_options or {}))
     splits = build_splits(task.version, task.forget_ids)
     dev = resolve_device(device)
-    original = train_cached("original", splits.train, task.version.fingerprint, "", arch, arch_config, recipe, seed,
-                            cache_dir, device, progress)
+    # the original sees the training split in table order: its cache key names no forget set, so its training
+    # data must not depend on one (splits.train would put the forget samples first)
+    original = train_cached("original", task.version.sample_set(split="train"), task.version.fingerprint, "", arch,
+                            arch_config, recipe, seed, cache_dir, device, progress)
     oracle = None
     if with_oracle:
         oracle = train_cached("oracle", splits.retain, task.version.fingerprint, forget_hash(task.forget_ids), arch,
