@@ -13,11 +13,13 @@ from forgetflow.methods.base import (  # noqa: F401
 from forgetflow.methods import finetune  # noqa: F401,E402
 from forgetflow.methods import neggrad_plus  # noqa: F401,E402
 from forgetflow.methods import mu_mis  # noqa: F401,E402
+from forgetflow.methods import rfa  # noqa: F401,E402
 from forgetflow.methods import scrub  # noqa: F401,E402
 from forgetflow.methods import ssd  # noqa: F401,E402
 from forgetflow.methods import bad_teacher  # noqa: F401,E402
 from forgetflow.methods import retrain  # noqa: F401,E402
 from forgetflow.methods import aru  # noqa: F401,E402
+from forgetflow.methods import rem  # noqa: F401,E402
 from forgetflow.methods import gradient_ascent  # noqa: F401,E402
 from forgetflow.methods import random_labels  # noqa: F401,E402
 from forgetflow.methods import l1_sparse  # noqa: F401,E402
