@@ -67,7 +67,7 @@ class RemConfig(MethodConfig):
 @register_method("rem", needs=Needs.FORGET | Needs.TRAIN, config=RemConfig,
                  paper="Schoepf et al., REM, arXiv 2505.17730 (ICLR 2026)", kind="paper",
                  selects_checkpoint_on="known data: Acc_θo1(D_r)·(1−max(Acc_θo1(D_f),γ))",
-                 search_space={"lr": [0.002, 0.005, 0.01], "epochs": [1.0, 2.0, 3.0], "p_mem": [0.1, 0.2, 0.4]})
+                 search_space={"lr": [0.002, 0.005, 0.01], "epochs": [0.5, 1.0, 2.0], "p_mem": [0.2, 0.5, 1.0]})
 def unlearn(model: nn.Module, data: UnlearnData, cfg: RemConfig, run: RunContext) -> nn.Module:
     """Flush the discovered corruption out of θ_o1, repair over D_train through per-sample extra capacity, discard it."""
     device = run.device

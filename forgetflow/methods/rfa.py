@@ -81,8 +81,8 @@ class RfaConfig(MethodConfig):
 
 @register_method("rfa", needs=Needs.FORGET | Needs.RETAIN, config=RfaConfig, kind="paper",
                  paper="Qin et al., arXiv 2411.08443 (IEEE TDSC)",
-                 search_space={"rank": [4, 8], "lr": [3e-4, 1e-3, 3e-3], "forget_weight": [0.3, 1.0, 3.0],
-                               "epochs": [0.5, 1.0]})
+                 search_space={"rank": [8, 32], "lr": [1e-3, 3e-3], "forget_weight": [1.0, 3.0],
+                               "forget_shift": ["hinge", "runner-up"]})
 def unlearn(model: nn.Module, data: UnlearnData, cfg: RfaConfig, run: RunContext) -> nn.Module:
     """Train LoRA residuals to vanish on retain data and shift forget features; merge them into the weights."""
     from peft import LoraConfig, get_peft_model
