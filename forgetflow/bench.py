@@ -20,6 +20,7 @@ from torch import nn
 
 from forgetflow.data.splits import Splits, build_splits
 from forgetflow.data.version import DatasetVersion
+from forgetflow.errors import MethodDivergedError
 from forgetflow.methods import METHODS, data_for
 from forgetflow.metrics import Evaluation, compare_to_oracle, evaluate_model
 from forgetflow.models import clone, same_architecture
@@ -140,7 +141,11 @@ def run_method(s: Setup, method: str, overrides: dict[str, Any] | None = None, p
     data = data_for(spec, s.splits.forget, s.splits.retain, s.splits.num_classes, s.recipe)
     run = RunContext.create(s.seed + 1000, str(s.device), deterministic=True)
     start = time.perf_counter()
-    unlearned = spec.unlearn(model, data, cfg, run)
+    try:
+        unlearned = spec.unlearn(model, data, cfg, run)
+    except MethodDivergedError as exc:  # a row that says so, rather than a benchmark that stops
+        return {"scenario": s.task.scenario, "method": method, "seed": s.seed, "forget_size": len(s.splits.forget),
+                "seconds": time.perf_counter() - start, "diverged": str(exc), "config": cfg.model_dump()}
     if s.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

@@ -51,3 +51,7 @@ class NothingToDo(ForgetflowError):
 
 class PromotionRefused(ForgetflowError):
     """A promotion or rollback was refused: the model holds erased data, fails the gates, or does not exist."""
+
+
+class MethodDivergedError(ForgetflowError):
+    """An unlearning method returned a model with non-finite weights (NaN or infinity)."""

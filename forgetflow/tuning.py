@@ -33,6 +33,7 @@ import numpy as np
 import yaml
 
 from forgetflow.bench import Setup
+from forgetflow.errors import MethodDivergedError
 from forgetflow.methods import METHODS, data_for
 from forgetflow.metrics.mia import balanced_auc
 from forgetflow.models import clone
@@ -110,14 +111,22 @@ def search(
         data = data_for(spec, s.splits.forget, s.splits.retain, s.splits.num_classes, s.recipe)
         run = RunContext.create(s.seed + 1000, str(s.device))
         start = time.perf_counter()
-        model = spec.unlearn(model, data, cfg, run)
+        try:
+            model = spec.unlearn(model, data, cfg, run)
+        except MethodDivergedError as exc:  # a diverged trial is a result of the search, not its end
+            seconds = time.perf_counter() - start
+            trials.append({"trial": i, "config": point, "seconds": round(seconds, 3), "rejected": True,
+                           "diverged": True, "score": float("inf"), "error": str(exc)})
+            continue
         seconds = time.perf_counter() - start
         result = validation_score(family, model, s, base)
         ratio = seconds / s.original.seconds if s.original.seconds > 0 else 0.0
         trials.append({"trial": i, "config": point, "seconds": round(seconds, 3), "time_ratio": round(ratio, 4),
                        "rejected": bool(max_time_ratio is not None and ratio > max_time_ratio),
                        **{k: round(v, 4) for k, v in result.items()}})
-    eligible = [t for t in trials if not t["rejected"]] or trials
+    eligible = [t for t in trials if not t["rejected"]] or [t for t in trials if not t.get("diverged")]
+    if not eligible:
+        raise MethodDivergedError(f"every trial of {method!r}'s search diverged; the declared space needs smaller steps")
     best = min(eligible, key=lambda t: (t["score"], t["seconds"]))
     return {"method": method, "family": family, "objective": OBJECTIVES[family], "space": space,
             "fixed": fixed or {}, "base": base, "trials": trials, "best": best,

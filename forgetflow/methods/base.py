@@ -15,10 +15,11 @@ from typing import Any, Callable, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict
+import torch
 from torch import nn
 
 from forgetflow.data.samples import SampleSet
-from forgetflow.errors import ConfigError, MethodContractError
+from forgetflow.errors import ConfigError, MethodContractError, MethodDivergedError
 from forgetflow.registry import Registry
 from forgetflow.runtime import RunContext
 from forgetflow.training import Recipe
@@ -115,7 +116,13 @@ class MethodSpec:
         """Run the method; ``cfg`` must be this method's config type."""
         if not isinstance(cfg, self.config):
             raise ConfigError(f"method {self.name!r} expects {self.config.__name__}, got {type(cfg).__name__}")
-        return self.fn(model, data, cfg, run)
+        out = self.fn(model, data, cfg, run)
+        bad = [name for name, t in out.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            # a diverged model must never reach evaluation, the registry or a gate (its metrics would be NaN)
+            raise MethodDivergedError(f"method {self.name!r} diverged: non-finite weights in {', '.join(bad[:3])}"
+                                      f"{' …' if len(bad) > 3 else ''}; lower its learning rate or budget")
+        return out
 
     def scenarios(self) -> list[str]:
         """Scenarios with a shipped preset (``forgetflow/presets/<method>/<scenario>.yaml``)."""
