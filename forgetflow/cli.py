@@ -14,7 +14,7 @@ from typing import Annotated, Any, Callable, Iterator, Optional
 import typer
 
 from forgetflow import runtime_env
-from forgetflow.errors import ForgetflowError
+from forgetflow.errors import ForgetflowError, MethodDivergedError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Make a trained image classifier forget data, prove it, ship it with receipts.")
@@ -484,8 +484,14 @@ def tune_cmd(
                     proj.params.train.device, opts, with_oracle=False, max_shadow=proj.params.evaluate.mia_max_shadow)
     presets = Path(__file__).resolve().parent / "presets"
     command = "forgetflow " + " ".join(sys.argv[1:])
+    failed = []
     for m in names:
-        result = tuning.search(s, m, budget=budget, max_time_ratio=max_time_ratio)
+        try:
+            result = tuning.search(s, m, budget=budget, max_time_ratio=max_time_ratio)
+        except MethodDivergedError as exc:  # the other methods' searches still run
+            typer.echo(f"{m}: no preset: {exc}", err=True)
+            failed.append(m)
+            continue
         best = result["best"]
         typer.echo(f"{m} [{result['family']}]: best {best['config']} score {best['score']:.3f} "
                    f"({best['seconds']:.1f} s, {len(result['trials'])} trials)")
@@ -494,6 +500,8 @@ def tune_cmd(
                                                         "seed": seed, "original_train_seconds": round(s.original.seconds, 2),
                                                         "train_recipe": s.recipe.__dict__})
             typer.echo(f"  wrote {path}")
+    if failed:
+        raise MethodDivergedError(f"no preset for {', '.join(failed)}: every trial diverged")
 
 
 # ---- serving ------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ class GradientAscentConfig(MethodConfig):
 
 @register_method("gradient-ascent", needs=Needs.FORGET, config=GradientAscentConfig,
                  paper="Thudi et al., EuroS&P 2022; Graves et al., AAAI 2021 (baseline)",
-                 search_space={"lr": [5e-4, 1e-3, 2e-3, 5e-3], "epochs": [0.5, 1.0, 2.0]})
+                 search_space={"lr": [1e-4, 3e-4, 1e-3], "epochs": [0.25, 0.5, 1.0]})
 def unlearn(model: nn.Module, data: UnlearnData, cfg: GradientAscentConfig, run: RunContext) -> nn.Module:
     """Ascend the cross-entropy on forget batches (SGD on -CE), nothing else."""
     model.to(run.device).train()

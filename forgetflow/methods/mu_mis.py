@@ -65,7 +65,8 @@ class MuMisConfig(MethodConfig):
 
 @register_method("mu-mis", needs=Needs.FORGET, config=MuMisConfig, kind="paper",
                  paper="Cheng et al., arXiv 2402.15109 (ICLR 2026)",
-                 search_space={"lr": [1e-5, 3e-5, 1e-4, 3e-4], "delta": [0.9, 1.0, 1.1], "check_every": [1, 5]})
+                 search_space={"lr": [1e-5, 3e-5, 1e-4], "epochs": [0.05, 0.1, 0.25, 0.5], "delta": [1.1],
+                               "check_every": [1]})
 def unlearn(model: nn.Module, data: UnlearnData, cfg: MuMisConfig, run: RunContext) -> nn.Module:
     """Minimise target-class minus irrelevant-class input sensitivity on the forget set; stop on s_t/s_0."""
     forget = data.forget
