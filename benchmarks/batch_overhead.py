@@ -33,9 +33,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 CATEGORY = {
-    "claim-requests": "ledger", "quarantine-requests": "ledger", "issue-receipts": "ledger",
-    "resolve-and-validate": "GX", "register": "MLflow", "promote": "MLflow", "gate": "MLflow",
-    "erase": "DVC", "train-oracle": "compute", "evaluate": "compute", "unlearn": "compute",
+    "claim-requests": "ledger", "quarantine-requests": "ledger", "issue-receipts": "ledger", "decide": "ledger",
+    "record-quality": "ledger", "resolve-and-validate": "GX", "register": "MLflow", "promote": "MLflow",
+    "gate": "MLflow", "supersede": "MLflow", "erase": "DVC", "purge": "DVC", "report": "report",
+    "train-oracle": "compute", "evaluate": "compute", "unlearn": "compute", "retrain": "compute",
 }
 
 
@@ -97,22 +98,24 @@ def main() -> None:
         print(f"batch {b}: {result['forget_samples']} samples, wall {wall:.1f} s", file=sys.stderr)
 
     print()
-    print(f"| batch | forget | compute: unlearn | oracle | evaluate | overhead: Prefect | GX | MLflow | DVC | ledger | overhead total | wall |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| batch | forget | decision | compute: unlearn | oracle | retrain | evaluate | overhead: Prefect | GX | MLflow | DVC | ledger | report | overhead total | wall |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         t = r["tasks"]
         method = r["result"]["seconds"]["unlearn"]
-        cats = {"compute": 0.0, "GX": 0.0, "MLflow": 0.0, "DVC": 0.0, "ledger": 0.0}
+        cats = {"compute": 0.0, "GX": 0.0, "MLflow": 0.0, "DVC": 0.0, "ledger": 0.0, "report": 0.0}
         for name, secs in t.items():
             cats[CATEGORY.get(name, "ledger")] += secs
         mlflow_load = t.get("unlearn", 0.0) - method  # the unlearn task loads the champion from MLflow
         cats["MLflow"] += mlflow_load
         prefect = r["wall"] - sum(t.values())
-        overhead = prefect + cats["GX"] + cats["MLflow"] + cats["DVC"] + cats["ledger"]
+        overhead = prefect + cats["GX"] + cats["MLflow"] + cats["DVC"] + cats["ledger"] + cats["report"]
         label = f"{r['batch']}{' (cold)' if r['batch'] == 0 else ''}"
-        print(f"| {label} | {r['result']['forget_samples']} | {method:.1f} | {t.get('train-oracle', 0):.1f} | "
-              f"{t.get('evaluate', 0):.1f} | {prefect:.1f} | {cats['GX']:.1f} | {cats['MLflow']:.1f} | "
-              f"{cats['DVC']:.1f} | {cats['ledger']:.1f} | **{overhead:.1f}** | {r['wall']:.1f} |")
+        decision = (r["result"].get("decision") or {}).get("action", "?") if isinstance(r["result"].get("decision"), dict) else r["result"].get("decision", "?")
+        print(f"| {label} | {r['result']['forget_samples']} | {decision} | {method:.1f} | {t.get('train-oracle', 0):.1f} | "
+              f"{t.get('retrain', 0):.1f} | {t.get('evaluate', 0):.1f} | {prefect:.1f} | {cats['GX']:.1f} | "
+              f"{cats['MLflow']:.1f} | {cats['DVC']:.1f} | {cats['ledger']:.1f} | {cats['report']:.1f} | "
+              f"**{overhead:.1f}** | {r['wall']:.1f} |")
     print(f"\nproject: {root}" + ("" if args.keep else " (removed)"))
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
