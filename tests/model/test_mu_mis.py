@@ -114,6 +114,6 @@ def test_bn_running_statistics_are_untouched(digits_full_class):
 
 
 def test_check_every_zero_means_once_per_epoch(digits_full_class):
-    _, log = _run(digits_full_class, {"batch_size": 32, "epochs": 3, "check_every": 0, "delta": 100.0})
+    _, log = _run(digits_full_class, {"lr": 1e-5, "batch_size": 32, "epochs": 3, "check_every": 0, "delta": 100.0})
     steps = [step for k, _, step in log if k == "unlearn/s_ratio" and step > 0]
     assert steps == [4, 8, 12]  # 125 forget samples / 32 per batch = 4 steps per epoch, 3 epochs
