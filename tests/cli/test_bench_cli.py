@@ -1,0 +1,39 @@
+"""`forgetflow bench` end to end on digits: the Prefect benchmark flow, cached oracles, every output file
+(CSV, Markdown with the do-nothing and retrain rows, plots, the REM heat-map) and the JSON rows."""
+
+import csv
+import json
+
+from tests.cli.test_cli import ff
+from tests.conftest import make_project_dir
+
+
+def test_bench_corrupted_grid_writes_tables_plots_and_heatmap(tmp_path):
+    proj = make_project_dir(tmp_path / "p")
+    out_dir = tmp_path / "out"
+    out = ff("bench", "--dataset", "digits", "--scenario", "corrupted", "--methods", "rem,finetune", "--seeds", "1",
+             "--option", "size=100", "--grid", "regularity=backdoor", "--grid", "discovery=0.5,1.0",
+             "--out", str(out_dir), "--json", cwd=proj)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out.stdout)
+    cells = {(r["opt_regularity"], r["opt_discovery"]) for r in rows}
+    assert cells == {("backdoor", 0.5), ("backdoor", 1.0)}
+    for cell in cells:
+        methods = {r["method"] for r in rows if (r["opt_regularity"], r["opt_discovery"]) == cell}
+        assert methods == {"original", "retrain", "rem", "finetune"}
+    rem = [r for r in rows if r["method"] == "rem"]
+    assert all(0 <= r["healed"] <= 100 and 0 <= r["utility_x_healed"] <= 100 and r["time_ratio"] > 0 for r in rem)
+    with (out_dir / "results.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == len(rows)
+    md = (out_dir / "results.md").read_text()
+    assert "original (do nothing)" in md and "retrain (oracle)" in md and "U×H" in md
+    assert (out_dir / "rem-heatmap.png").stat().st_size > 1000
+
+    # a second run reuses the cached originals and oracles: the retrain rows report the same training time
+    again = ff("bench", "--dataset", "digits", "--scenario", "corrupted", "--methods", "finetune", "--seeds", "1",
+               "--option", "size=100", "--grid", "regularity=backdoor", "--grid", "discovery=0.5",
+               "--out", str(tmp_path / "out2"), "--json", cwd=proj)
+    assert again.returncode == 0, again.stderr[-2000:]
+    first = next(r for r in rows if r["method"] == "retrain" and r["opt_discovery"] == 0.5)
+    second = next(r for r in json.loads(again.stdout) if r["method"] == "retrain")
+    assert second["seconds"] == first["seconds"]
