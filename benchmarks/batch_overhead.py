@@ -5,8 +5,9 @@ Usage (from the repository root):
     .venv/bin/python benchmarks/batch_overhead.py [--batches 3] [--requests 20] [--keep DIR]
 
 A fresh project is made in a temporary folder (its own ledger, MLflow store, DVC repository + remote and
-Prefect home; the model cache is shared with the repository's artifacts/oracles so the original is trained
-at most once). Each batch forgets the samples of ``--requests`` data subjects. Per-task wall times are read
+Prefect home, its own version 1 and original; only the oracle cache is shared with the repository's
+artifacts/oracles). Earlier versions pointed the whole artifacts folder at the repository's, so the batch's
+purge rewrote the repository's version 1: never share a project's artifacts folder. Each batch forgets the samples of ``--requests`` data subjects. Per-task wall times are read
 back from Prefect's own task-run records; the table splits them into
 
 * compute: the unlearning method itself, the retrained oracle, the evaluation;
@@ -45,14 +46,22 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=3)
     ap.add_argument("--requests", type=int, default=20, help="data subjects forgotten per batch")
     ap.add_argument("--keep", type=Path, default=None, help="keep the project in this folder")
+    ap.add_argument("--no-oracle", action="store_true",
+                    help="evaluate.oracle off and no retrain on gate failure (overhead only; compute is smaller)")
     args = ap.parse_args()
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="forgetflow-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     params = (REPO / "params.yaml").read_text()
-    params = params.replace("  artifacts: artifacts", f"  artifacts: {REPO / 'artifacts'}")
     params = params.replace("  progress: true", "  progress: false")
+    if args.no_oracle:
+        params = params.replace("  oracle: true ", "  oracle: false").replace("  on_gate_failure: true", "  on_gate_failure: false")
+    # the project's own artifacts (its version 1, its original: a purge rewrites them), but the repository's
+    # oracle cache, so oracles already trained for these forget sets are reused
+    (root / "artifacts").mkdir(parents=True, exist_ok=True)
+    (REPO / "artifacts" / "oracles").mkdir(parents=True, exist_ok=True)
+    (root / "artifacts" / "oracles").symlink_to(REPO / "artifacts" / "oracles")
     (root / "params.yaml").write_text(params)
     os.environ["PREFECT_HOME"] = str(root / "state" / "prefect")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
