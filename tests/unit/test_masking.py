@@ -1,0 +1,51 @@
+"""The one masking function: URL passwords, secret-named values and DVC remote options never leave in output."""
+
+import pytest
+
+from forgetflow.config import Params
+from forgetflow.masking import MASK, is_secret_name, mask_secrets, mask_text
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("postgresql+psycopg://ff:pw@db:5432/ledger", "postgresql+psycopg://ff:***@db:5432/ledger"),
+    ("http://admin:p%40ss@prefect.internal:4200/api", "http://admin:***@prefect.internal:4200/api"),
+    ("no server answers at PREFECT_API_URL=https://u:tok@h/api (ConnectError)",
+     "no server answers at PREFECT_API_URL=https://u:***@h/api (ConnectError)"),
+    ("postgresql://h/db?user=ff&password=pw", "postgresql://h/db?user=ff&password=***"),
+    ("s3://b/k?X-Amz-Signature=abc&X-Amz-Date=1", "s3://b/k?X-Amz-Signature=***&X-Amz-Date=1"),
+    ("sqlite:///state/ledger.db", "sqlite:///state/ledger.db"),
+    ("postgresql://ff@db/ledger", "postgresql://ff@db/ledger"),
+    ("http://127.0.0.1:4200/api", "http://127.0.0.1:4200/api"),
+    ("plain words: user:pw without a scheme", "plain words: user:pw without a scheme"),
+])
+def test_mask_text(text, expected):
+    assert mask_text(text) == expected
+
+
+def test_names_that_are_secrets():
+    assert all(map(is_secret_name, ["password", "PASSWORD", "db_password", "token", "api-key", "secret_access_key",
+                                    "access_key_id", "sas_token", "connection_string", "Authorization", "sig"]))
+    assert not any(map(is_secret_name, ["passed", "author", "tokens_per_s", "signal", "keep_repos", "sample_id",
+                                        "manifest_sha256", "prev_sha256"]))
+
+
+def test_resolved_params_are_masked_and_the_settings_untouched():
+    params = Params.model_validate({
+        "ledger": {"url": "postgresql://ff:Ledger-Pw@db/ledger"},
+        "tracking": {"uri": "https://ml:Track-Pw@mlflow.internal"},
+        "versioning": {"remote_url": "s3://bucket/dvc", "remote_options": {"region": "eu", "account_key": "K"}},
+    })
+    masked = mask_secrets(params.model_dump(mode="json"))
+    assert masked["ledger"]["url"] == "postgresql://ff:***@db/ledger"
+    assert masked["tracking"]["uri"] == "https://ml:***@mlflow.internal"
+    assert masked["versioning"]["remote_options"] == {"region": MASK, "account_key": MASK}
+    assert masked["versioning"]["remote_url"] == "s3://bucket/dvc" and masked["seed"] == params.seed
+    assert params.ledger.url == "postgresql://ff:Ledger-Pw@db/ledger"  # output only
+
+
+def test_documents_keep_their_shape():
+    doc = {"gates": [{"name": "g", "pass": True, "value": 1.5}], "db": {"password": "x", "port": 5432},
+           "note": "pushed to https://u:x@h/r", "empty": {"token": ""}, "nested": ("a", {"api_key": 7})}
+    assert mask_secrets(doc) == {"gates": [{"name": "g", "pass": True, "value": 1.5}],
+                                 "db": {"password": MASK, "port": 5432}, "note": "pushed to https://u:***@h/r",
+                                 "empty": {"token": ""}, "nested": ("a", {"api_key": MASK})}
