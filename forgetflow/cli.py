@@ -540,15 +540,17 @@ def intake(
     """Serve the HTTP intake (POST /requests, GET /requests/{id} and /requests/{id}/receipt); token from FORGETFLOW_INTAKE_TOKEN."""
     import os
 
-    proj = project()
-    from tasks import intake as http_intake
+    from forgetflow.intake import server
 
-    token = http_intake.check_token(os.environ.get(http_intake.TOKEN_ENV))
-    # worker processes import tasks.intake by name: they need the code folder on their path
+    proj = project()
+    from tasks import events
+
+    token = server.check_token(os.environ.get(server.TOKEN_ENV))
+    # worker processes import the injected event sender (tasks/events.py) by name: they need the code folder
     code_root = next(p for p in sys.path if (Path(p) / "flows").is_dir() and (Path(p) / "tasks").is_dir())
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [code_root, os.environ.get("PYTHONPATH")]))
-    http_intake.serve_http(proj, host or proj.params.intake.host, port or proj.params.intake.port, token,
-                           workers or proj.params.intake.workers, _overrides())
+    server.serve_http(proj, host or proj.params.intake.host, port or proj.params.intake.port, token,
+                      workers or proj.params.intake.workers, _overrides(), events=events.intake_sender)
 
 
 # ---- erasure in storage -------------------------------------------------------------------------
