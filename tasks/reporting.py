@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from forgetflow import report
 from forgetflow.data import Manifest
 from forgetflow.errors import ForgetflowError
+from forgetflow.paths import confined
 from forgetflow.project import Project
 from tasks import tracking
 from tasks.claims import ledger
@@ -101,11 +102,18 @@ def publish_report(project: Project, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def regenerate(project: Project, batch_id: str) -> Path:
-    """Rewrite report.html of an earlier batch from its stored records (no MLflow or Prefect calls)."""
+    """Rewrite report.html of an earlier batch from its stored records (no MLflow or Prefect calls).
+
+    ``batch_id`` comes from the command line: it must name a folder directly under the reports folder, and
+    the batch JSON there must be that batch's (the report is written next to it).
+    """
+    confined(project.reports_dir, batch_id, f"batch id {batch_id!r}", single=True)
     path = batch_json_path(project, batch_id)
     if not path.exists():
         raise ForgetflowError(f"batch {batch_id}: no {path.relative_to(project.root)} (unknown batch, or it did not finish)")
     result = json.loads(path.read_text())
+    if result.get("batch_id") != batch_id:
+        raise ForgetflowError(f"{path.relative_to(project.root)} names batch {result.get('batch_id')!r}, not {batch_id!r}")
     return render(project, result)[0]
 
 
