@@ -76,8 +76,10 @@ def mask_secrets(value: Any, _key: str = "") -> Any:
         if _key in SECRET_CONTAINERS:
             return {k: MASK for k in value}
         return {k: (MASK if _is_secret_value(k, v) else mask_secrets(v, str(k))) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(mask_secrets(v) for v in value)
+    if isinstance(value, list):
+        return [mask_secrets(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(mask_secrets(v) for v in value)
     if isinstance(value, str):
         return mask_text(value)
     return value

@@ -47,3 +47,20 @@ def test_the_command_answers_one_line(project):
     assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
     assert out.stderr.startswith("error: batch id '../../elsewhere' leaves")
     assert not (project.root / "elsewhere" / "report.html").exists()
+
+
+def test_report_and_batch_json_carry_no_credential(project):
+    """A credential that reached a batch's record (an error text, a decision reason) is masked in the batch JSON,
+    the HTML page and its Markdown digest."""
+    from forgetflow import report
+
+    secret = "Report-Pw-5"
+    result = {"batch_id": "b-2", "status": "done", "requests": [], "manifest": {"path": "state/manifests/none.json"},
+              "decision": {"action": "unlearn", "rule": "r", "reason": f"could not reach https://ops:{secret}@mlflow.internal"},
+              "quarantined": {"r-9": f"source postgresql://ff:{secret}@db/ledger unreachable"},
+              "promotion": {"action": "kept", "error": f"s3://bucket/m?X-Amz-Signature={secret} refused"}}
+    written = reporting.write_batch_json(project, result)
+    path, doc = reporting.render(project, json.loads(written.read_text()))
+    texts = {"batch json": written.read_text(), "html": path.read_text(), "markdown": report.render_markdown(doc, "x")}
+    assert {k: secret in v for k, v in texts.items()} == {k: False for k in texts}
+    assert "https://ops:***@mlflow.internal" in texts["html"]

@@ -49,3 +49,18 @@ def test_documents_keep_their_shape():
     assert mask_secrets(doc) == {"gates": [{"name": "g", "pass": True, "value": 1.5}],
                                  "db": {"password": MASK, "port": 5432}, "note": "pushed to https://u:***@h/r",
                                  "empty": {"token": ""}, "nested": ("a", {"api_key": MASK})}
+
+
+def test_receipt_bodies_carry_no_credential():
+    import pandas as pd
+
+    from forgetflow.data.manifest import ROW_COLUMNS, Manifest
+    from forgetflow.receipts import build_bodies, seal
+
+    manifest = Manifest("b-1", "digits", 1, "f" * 64, pd.DataFrame(columns=ROW_COLUMNS), {})
+    context = {"mlflow": {"run_id": "abc", "tracking": "postgresql://ml:Receipt-Pw-4@db/mlflow"},
+               "purge": {"remote": "https://u:Receipt-Pw-4@store.internal/dvc", "api_key": "Receipt-Pw-4"}}
+    body = build_bodies(manifest, "m.json", "0" * 64, [{"request_id": "r-1", "subject_id": "s"}], context)[0]
+    sealed = seal(body, 1, None)
+    assert "Receipt-Pw-4" not in str(sealed)
+    assert sealed["mlflow"] == {"run_id": "abc", "tracking": "postgresql://ml:***@db/mlflow"}
