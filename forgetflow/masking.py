@@ -13,10 +13,16 @@ What counts as a secret, and why each rule exists:
 
 The mask keeps everything else, so a masked document still says which store, host and user were used.
 Masking is one-way and only for output: the settings themselves are never changed.
+
+Log lines are masked too: :func:`install_log_masking` (called by ``runtime_env.apply``, which every entry
+point runs: the CLI, each flow, each intake worker) masks the message and arguments of every log record the
+process creates, so an error text that quotes a URL with its password never reaches a log file or Prefect's
+run logs. Tracebacks (``exc_info``) are formatted later by each handler and are not covered.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -83,3 +89,36 @@ def mask_secrets(value: Any, _key: str = "") -> Any:
     if isinstance(value, str):
         return mask_text(value)
     return value
+
+
+def install_log_masking() -> None:
+    """Mask every log record this process creates from now on (idempotent).
+
+    The message and each string-like argument are masked with :func:`mask_text`; an argument is replaced
+    only when masking changes it, so records keep their argument types (uvicorn's access formatter unpacks
+    them) and nothing changes for the usual record without a secret.
+    """
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "forgetflow_masking", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if isinstance(record.msg, str):
+            record.msg = mask_text(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_masked_arg(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: _masked_arg(v) for k, v in record.args.items()}
+        return record
+
+    factory.forgetflow_masking = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+def _masked_arg(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = str(value)
+    masked = mask_text(text)
+    return value if masked == text else masked

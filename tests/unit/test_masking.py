@@ -64,3 +64,21 @@ def test_receipt_bodies_carry_no_credential():
     sealed = seal(body, 1, None)
     assert "Receipt-Pw-4" not in str(sealed)
     assert sealed["mlflow"] == {"run_id": "abc", "tracking": "postgresql://ml:***@db/mlflow"}
+
+
+def test_log_records_are_masked_once_installed(caplog, monkeypatch):
+    import logging
+
+    from forgetflow.masking import install_log_masking
+
+    monkeypatch.setattr(logging, "_logRecordFactory", logging.getLogRecordFactory())  # restored afterwards
+    install_log_masking()
+    install_log_masking()  # idempotent: one wrapper, not two
+    log = logging.getLogger("forgetflow.test-masking")
+    with caplog.at_level(logging.INFO, logger="forgetflow.test-masking"):
+        log.info("could not emit to %s (%s)", "http://ops:Log-Pw-6@prefect/api", ConnectionError("refused"))
+        log.warning("push to https://u:Log-Pw-6@store/dvc failed after %d tries", 3)
+        log.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", "/health", "1.1", 200)
+    assert "Log-Pw-6" not in caplog.text
+    assert "http://ops:***@prefect/api (refused)" in caplog.text and "failed after 3 tries" in caplog.text
+    assert caplog.records[2].args == ("127.0.0.1:1", "GET", "/health", "1.1", 200)  # types kept
