@@ -17,6 +17,7 @@ from torch import nn
 from forgetflow.data import DatasetVersion, Manifest, RequestRef, build_splits, load_version, prepare_version, resolve
 from forgetflow.data.splits import Splits
 from forgetflow.errors import DataError
+from forgetflow.ledger.reasons import CORRUPTION_REASONS
 from forgetflow.methods import METHODS, data_for
 from forgetflow.models import clone, same_architecture
 from forgetflow.oracle import TrainedModel, train_cached
@@ -24,8 +25,6 @@ from forgetflow.project import Project
 from forgetflow.runtime import RunContext
 from forgetflow.scenarios import REASON_PRESET
 from forgetflow.training import Recipe
-
-CORRUPTION_REASONS = ("mislabelled", "poisoned")
 
 
 # ---- data ---------------------------------------------------------------------------------------

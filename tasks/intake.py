@@ -33,10 +33,10 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from forgetflow.config import REASONS
 from forgetflow.errors import ForgetflowError, LedgerConflict, RequestError
 from forgetflow.ledger import ErasureRequest, Ledger, make_request
 from forgetflow.ledger.backlog import read_backlog
+from forgetflow.ledger.reasons import REASONS
 from forgetflow.project import Project
 from tasks.events import Announcer
 
