@@ -15,9 +15,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from forgetflow.config import REASONS
 from forgetflow.data.manifest import Manifest
 from forgetflow.data.version import SPLITS, TABLE_COLUMNS, DatasetVersion
+from forgetflow.ledger.reasons import REASONS
 
 Frame = Literal["dataset", "manifest", "shards", "balance"]
 
