@@ -705,10 +705,10 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
 def receipt_verify(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """Check every receipt: its hash, the chain, and each link (manifest, ledger, data version, MLflow)."""
     proj = project()
-    from tasks import audit
+    from tasks import receipt_audit
 
     with stdout_to_stderr(as_json):
-        result = audit.verify_receipts(proj)
+        result = receipt_audit.verify_receipts(proj)
     emit({"ok": result.ok, "checked": result.checked, "problems": result.problems}, as_json,
          lambda d: (f"{d['checked']} receipt(s) verified: chain and links intact" if d["ok"]
                     else "\n".join([f"{len(d['problems'])} problem(s):"] + [f"  {p}" for p in d["problems"]])))

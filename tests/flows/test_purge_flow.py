@@ -14,7 +14,7 @@ from forgetflow.data import DatasetVersion
 from forgetflow.errors import BatchFailed
 from forgetflow.ledger import parse_csv
 from flows.deletion_batch import deletion_batch
-from tasks import audit, versioning
+from tasks import receipt_audit, versioning
 from tests.tasks.test_purge import _files, independent_scan
 
 
@@ -53,7 +53,7 @@ def test_two_batches_purge_and_every_receipt_carries_the_evidence(digits_project
         assert set(evidence["scan"]["stores"]) == {"dvc-cache", "dvc-remote", "workspace", "prepared"}
         assert all(s["erased_content_found"] == 0 for s in evidence["scan"]["stores"].values())
     assert docs[2]["purge"]["scan"]["erased_hashes"] == len(erased)
-    assert audit.verify_receipts(project).ok
+    assert receipt_audit.verify_receipts(project).ok
 
     for folder in (cache, remote, project.prepared_dir):
         hashed, leaking = independent_scan(folder, erased)
@@ -87,4 +87,4 @@ def test_purge_drill_rolls_the_batch_back(digits_project, prefect_harness):
     assert (sorted(p.name for p in project.receipts_dir.glob("*.json")) if project.receipts_dir.exists() else []) == before["receipts"]
 
     result = deletion_batch(params_path=str(project.params_path))
-    assert result["status"] == "done" and audit.verify_receipts(project).ok
+    assert result["status"] == "done" and receipt_audit.verify_receipts(project).ok
