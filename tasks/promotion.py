@@ -211,7 +211,17 @@ def _require_version(project: Project, version: str) -> dict[str, Any]:
     if version not in known:
         raise PromotionRefused(f"model version {version} is not in registry {project.params.tracking.model_name!r} "
                                f"(versions: {', '.join(known) or 'none'})")
+    _refuse_if_purged(known[version])
     return known[version]
+
+
+def _refuse_if_purged(entry: dict[str, Any]) -> None:
+    """A version whose weights the purge deleted (purge.models) can never serve again: refuse with why."""
+    purged = entry["tags"].get(tracking.WEIGHTS_PURGED_TAG)
+    if purged:
+        why = entry["tags"].get(tracking.WEIGHTS_PURGED_BY_TAG, "")
+        raise PromotionRefused(f"version {entry['version']}: its weights were purged {purged} ({why}); it can never "
+                               "be promoted or rolled back to again (docs/erasure.md)")
 
 
 def _refuse_if_holding(project: Project, version: str, doing: str) -> None:
@@ -284,6 +294,7 @@ def rollback(project: Project, to: str | None, reason: str, by: str) -> dict[str
         if not former:
             raise PromotionRefused(f"version {current} is the only champion there has been: nothing to roll back to")
         target = former[0]
+        _require_version(project, target)  # refuses a version whose weights were purged
     else:
         target = str(to)
         _require_version(project, target)

@@ -461,6 +461,8 @@ def _registry_models(project: Project, current: DatasetVersion, now: dt.datetime
     from tasks import lineage as lineage_tasks
     from tasks import tracking
 
+    if not tracking.store_exists(project):
+        return
     try:
         listed = tracking.versions(project)
     except Exception as exc:  # noqa: BLE001 - no registry reachable: say so, delete nothing there
@@ -539,7 +541,7 @@ def _cached_models(project: Project, current: DatasetVersion, now: dt.datetime, 
         elif meta.get("model_version"):  # artifacts/models/original.pt: the copy of a registered version
             if registry is None:
                 try:
-                    listed = tracking.versions(project)
+                    listed = tracking.versions(project) if tracking.store_exists(project) else []
                 except Exception:  # noqa: BLE001 - unreadable registry: the copy cannot be matched
                     listed = []
                 registry = {"records": {v["version"]: lineage.ModelRecord.from_registry(v) for v in listed},

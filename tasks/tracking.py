@@ -372,19 +372,37 @@ def experiment_names(project: Project) -> list[str]:
     return [base, base + "-bench"]
 
 
+def _reader(project: Project):
+    """A client that reads the project's tracking store without creating anything; None when there is no store."""
+    from mlflow import MlflowClient
+
+    uri = project.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return None
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=uri)
+
+
+def store_exists(project: Project) -> bool:
+    """Whether the project has a tracking store to read (a local SQLite store may not exist yet)."""
+    return _reader(project) is not None
+
+
 def artifact_objects(project: Project):
-    """Every artifact file the project logged to MLflow, as (``mlflow:<run or model>/<path>``, bytes).
+    """Every artifact file the project logged to MLflow, as (``mlflow:run/<run id>/<path>``, bytes).
 
     Weight files (run ``checkpoint/`` and ``model/``, logged models' weights) are not read: they are models,
     not samples, and ``purge.models`` deals with them; the rest (reports, manifests, results) is scanned.
     """
-    import mlflow
     from mlflow.entities import ViewType
 
-    configure(project)
-    c = client(project)
+    c = _reader(project)
+    if c is None:
+        return
     for name in experiment_names(project):
-        exp = mlflow.get_experiment_by_name(name)
+        exp = c.get_experiment_by_name(name)
         if exp is None:
             continue
         page_token = None
@@ -427,14 +445,12 @@ def remove_receipt_anchor(project: Project, run_id: str) -> None:
 
 def receipt_anchors(project: Project) -> list[dict[str, Any]]:
     """Every anchor on an MLflow run of the project's experiment (deleted runs too), with its run as ``source``."""
-    import mlflow
     from mlflow.entities import ViewType
 
-    configure(project)
-    exp = mlflow.get_experiment_by_name(project.params.tracking.experiment)
+    c = _reader(project)
+    exp = c.get_experiment_by_name(project.params.tracking.experiment) if c is not None else None
     if exp is None:
         return []
-    c = client(project)
     out, page_token = [], None
     while True:
         runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`{ANCHOR_TAGS['head_sha256']}` LIKE '%'",
