@@ -148,7 +148,7 @@ def run_purge(project: Project, batch_id: str | None = None, fail_before_delete:
     # 4. scan everything that remains
     report = scan_stores(project, targets)
     evidence["scan"] = report.to_dict()
-    evidence["remaining"] = _remaining(report, evidence["models"])
+    evidence["remaining"] = _remaining(report, evidence["models"]) + _links(project)
     evidence["at"] = now.isoformat()
     evidence["seconds"] = round(time.perf_counter() - start, 3)
     owned = report.leaks_in(OWNED_STORES)
@@ -174,7 +174,7 @@ def scan_only(project: Project) -> dict[str, Any]:
     report = scan_stores(project, targets_of(version, key))
     models = purge_models(project, version, None, now, dry_run=True)
     return {"dataset_version": version.version, "scan": report.to_dict(), "models": models,
-            "remaining": _remaining(report, models), "at": now.isoformat()}
+            "remaining": _remaining(report, models) + _links(project), "at": now.isoformat()}
 
 
 def scan_stores(project: Project, targets: Targets) -> ScanReport:
@@ -300,6 +300,19 @@ def _folder_objects(folder: Path, root: Path, skip: list[Path] | None = None) ->
         except ValueError:
             name = str(path)
         yield name, data
+
+
+def _links(project: Project) -> list[dict[str, Any]]:
+    """Symbolic links inside the scanned folders: not followed (their targets belong to someone else), so named."""
+    out = []
+    for store, folder in (("workspace", project.data_dir), ("artifacts", project.artifacts_dir),
+                          ("state", project.state_dir)):
+        for path in sorted(folder.rglob("*")) if folder.exists() else []:
+            if path.is_symlink():
+                out.append({"store": store, "object": _rel(project, path),
+                            "what": f"symbolic link to {path.readlink()}, not followed",
+                            "action": "its target was neither scanned nor purged: purge it where it lives"})
+    return out
 
 
 def _describe_findings(found: list[dict[str, Any]]) -> str:

@@ -108,7 +108,7 @@ class ObjectScan:
 
     name: str
     size: int
-    kind: str  # pixels | array | archive | sample-table | tombstones | table | manifest | dir | json | model | database | other | unreadable
+    kind: str  # pixels | array | pickle | archive | sample-table | tombstones | table | manifest | dir | json | model | database | other | unreadable
     images: int = 0
     rows: int = 0
     hits: list[str] = field(default_factory=list)  # keyed hashes of erased images held as content (pixels, live rows)
@@ -161,7 +161,13 @@ def _image_views(arr: np.ndarray) -> list[np.ndarray]:
 
 
 def _scan_array(scan: ObjectScan, data: bytes, targets: Targets) -> None:
-    arr = np.load(io.BytesIO(data), allow_pickle=False)
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise
+        scan.kind = "pickle"  # an object array: never unpickled (it could run code), so not opened
+        return
     views = _image_views(arr) if arr.dtype == np.uint8 else []
     if not views:
         scan.kind = "array"  # per-sample values, not pixels

@@ -76,6 +76,17 @@ def test_two_batches_purge_and_every_receipt_carries_the_evidence(digits_project
         assert summary["receipts_anchor"] == anchor
     assert (first["receipts_anchor"]["count"], second["receipts_anchor"]["count"]) == (1, 2)
 
+    # a chain from before anchors: verify says so, `forgetflow receipt anchor` anchors it once, as it stands
+    tracking.remove_receipt_anchor(project, first["mlflow_run_id"])
+    summary_path = project.reports_dir / first["batch_id"] / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps({k: v for k, v in summary.items() if k != "receipts_anchor"}))
+    assert receipt_audit.verify_receipts(project).problems == [
+        f"batch {first['batch_id']}: 1 receipt(s) (from receipt 1) are not anchored (no MLflow run tag and no batch "
+        "JSON names its head)"]
+    made = receipt_audit.anchor_unanchored(project)
+    assert [a["batch_id"] for a in made] == [first["batch_id"]] and receipt_audit.verify_receipts(project).ok
+
     for folder in (cache, remote, project.prepared_dir):
         hashed, leaking = independent_scan(folder, erased)
         assert hashed >= len(current.table) and leaking == [], folder

@@ -64,6 +64,9 @@ def test_pixels_are_found_in_other_layouts_and_inside_archives(v1):
     assert npz.kind == "archive" and npz.hits == sorted(targets.erased) and npz.images == 4
     values = scan_object("loss.npy", _npy(np.zeros(10, dtype=np.float32)), targets)
     assert values.kind == "array" and not values.hits
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert scan_object("objects.npy", buf.getvalue(), targets).kind == "pickle"  # never unpickled
 
 
 def test_a_torch_checkpoint_is_a_model_not_scanned_for_pixels(tmp_path):
