@@ -144,10 +144,10 @@ def test_superseded_weights_are_deleted_and_that_version_never_serves_again(digi
     book = project.open_ledger()
     tracking.move_alias(project, book, tracking.CHAMPION, successor, "test", "test")
     v1, v2 = _erase(project, 3, "b1")
+    book.record_version(pipeline.version_row(v2, versioning.data_md5(project), "b1"))  # what the batch records
     from tasks import lineage as lineage_tasks
-    from forgetflow.lineage import Erasure
 
-    lineage_tasks.supersede(project, "b1", Erasure("b1", 2, 3))
+    lineage_tasks.supersede(project, "b1")
     store = Path(project.artifact_root[len("file://"):])
     weights_before = {p.relative_to(store) for p in store.rglob("*") if p.name in ("checkpoint.pt", "model.pth")}
     assert len(weights_before) == 4  # two versions, each a checkpoint and a logged model
@@ -174,7 +174,8 @@ def test_superseded_weights_are_deleted_and_that_version_never_serves_again(digi
     assert again["models"]["already_deleted"] == 1 and not again["models"]["deleted"]
 
     # never again: neither promotion nor rollback, with the reason
-    with pytest.raises(PromotionRefused, match=f"version {original}: its weights were purged .* can never be promoted"):
+    with pytest.raises(PromotionRefused, match=f"version {original} still holds data erased by batch b1: promotion "
+                                               r"refused .*; its weights were purged 20.*, so it can never serve again"):
         promotion.promote_version(project, original, "try", "test", override=True)
-    with pytest.raises(PromotionRefused, match="weights were purged"):
+    with pytest.raises(PromotionRefused, match=r"rollback refused .*; its weights were purged"):
         promotion.rollback(project, None, "try", "test")
