@@ -327,8 +327,9 @@ def version_weights_purged(project: Project, version: str) -> str | None:
 def purge_version_weights(project: Project, version: str, by: str, why: str) -> dict[str, Any]:
     """Delete the weights of a registered version from the artifact store; keep the version, its tags and run.
 
-    Deletes the run's ``checkpoint/`` (and ``model/``) artifacts and the weight files of the logged model
-    behind the version (``data/`` and files ending in a weight suffix), then lists again to prove it.
+    Deletes the run's ``checkpoint/`` (and ``model/``) artifacts and any other run file ending in a weight
+    suffix, and the weight files of the logged model behind the version (``data/`` and files ending in a weight
+    suffix), then lists again to prove it.
     Tags the version and the run with ``forgetflow.weights_purged_at`` / ``_by``. Returns
     ``{"deleted": [...], "not_deleted": [...]}`` (artifact URIs; a store without delete support lands in the second).
     """
@@ -342,7 +343,9 @@ def purge_version_weights(project: Project, version: str, by: str, why: str) -> 
     targets: list[tuple[str, list[str]]] = []
     run_repo_uri = run.info.artifact_uri
     run_files = _walk(_repository(run_repo_uri))
-    targets.append((run_repo_uri, sorted({p.split("/")[0] for p, _ in run_files if p.split("/")[0] in RUN_WEIGHT_DIRS})))
+    targets.append((run_repo_uri, sorted({p.split("/")[0] if p.split("/")[0] in RUN_WEIGHT_DIRS else p
+                                          for p, _ in run_files
+                                          if p.split("/")[0] in RUN_WEIGHT_DIRS or p.endswith(WEIGHT_SUFFIXES)})))
     location = _logged_model_location(project, mv)
     if location:
         files = _walk(_repository(location))
