@@ -108,7 +108,9 @@ class ObjectScan:
 
     name: str
     size: int
-    kind: str  # pixels | array | pickle | archive | sample-table | tombstones | table | manifest | dir | json | model | database | other | unreadable
+    # pixels | array | pickle | archive | sample-table | tombstones | table | manifest | dir | json | model |
+    # database | other | unreadable
+    kind: str
     images: int = 0
     rows: int = 0
     hits: list[str] = field(default_factory=list)  # keyed hashes of erased images held as content (pixels, live rows)

@@ -109,7 +109,8 @@ def load_key(state_dir: Path, create: bool = True) -> TombstoneKey:
                         "erased data can only be matched with the key its tombstones were made with.", KEY_ENV, path)
     mode = path.stat().st_mode & 0o077
     if mode:
-        log.warning("tombstone key %s is readable by group or others (mode %o); chmod 600 it", path, path.stat().st_mode & 0o777)
+        log.warning("tombstone key %s is readable by group or others (mode %o); chmod 600 it", path,
+                    path.stat().st_mode & 0o777)
     value = path.read_text().strip()
     if len(value) < MIN_KEY_CHARS:
         raise DataError(f"{path}: the tombstone key has {len(value)} characters; at least {MIN_KEY_CHARS} are needed")

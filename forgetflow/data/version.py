@@ -188,7 +188,8 @@ class DatasetVersion:
                 raise DataError(f"{self.label}: tombstones hold bare content hashes; key them first "
                                 "(DatasetVersion.with_keyed_tombstones)")
             table[TABLE_COLUMNS].to_parquet(tmp / "samples.parquet", index=False)
-            (self.erased if self.tombstones_keyed else _empty_erased())[ERASED_COLUMNS].reset_index(drop=True).to_parquet(tmp / "erased.parquet", index=False)
+            stones = self.erased if self.tombstones_keyed else _empty_erased()
+            stones[ERASED_COLUMNS].reset_index(drop=True).to_parquet(tmp / "erased.parquet", index=False)
             (tmp / "version.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
             if root.exists():
                 old_dir = root.parent / f".{root.name}.old"
