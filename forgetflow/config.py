@@ -123,7 +123,12 @@ class PurgeParams(Strict):
     keep_repos: list[str] = Field(default_factory=list,
                                   description="other DVC repositories sharing this cache/remote: their workspaces are kept")
     prepared: Literal["strip", "keep"] = Field(
-        "strip", description="strip: rewrite artifacts/prepared without erased samples; keep: leave it (then it still holds them)")
+        "strip", description="strip: rewrite every dataset-version copy under artifacts/ (prepared, bench/<dataset>) "
+                             "without erased samples; keep: leave them (the receipts then name them)")
+    models: float | None = Field(
+        0, ge=0, description="days the weights of a model trained on erased samples are kept once it is superseded "
+                             "(registry versions and cached models; metadata stays); 0 = deleted by the same purge, "
+                             "null = kept indefinitely (the receipts then name them)")
 
 
 class RunnerParams(Strict):

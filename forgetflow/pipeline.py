@@ -16,6 +16,7 @@ from torch import nn
 
 from forgetflow.data import DatasetVersion, Manifest, RequestRef, build_splits, load_version, prepare_version, resolve
 from forgetflow.data.splits import Splits
+from forgetflow.data.tombstones import TombstoneKey, load_key
 from forgetflow.errors import DataError
 from forgetflow.ledger.reasons import CORRUPTION_REASONS
 from forgetflow.methods import METHODS, data_for
@@ -128,9 +129,15 @@ def write_oracle(project: Project) -> tuple[DatasetVersion, dict[str, Any]]:
 
 
 # ---- manifests ----------------------------------------------------------------------------------
-def resolve_requests(version: DatasetVersion, batch_id: str, requests: Sequence[dict[str, Any]]) -> Manifest:
+def resolve_requests(version: DatasetVersion, batch_id: str, requests: Sequence[dict[str, Any]],
+                     key: TombstoneKey | None = None) -> Manifest:
     refs = [RequestRef(r["request_id"], r["reason"], r.get("subject_id"), r.get("sample_id")) for r in requests]
-    return resolve(version, batch_id, refs)
+    return resolve(version, batch_id, refs, key)
+
+
+def tombstone_key(project: Project) -> TombstoneKey:
+    """The project's tombstone key (``FORGETFLOW_TOMBSTONE_KEY``, else ``state/tombstone.key``, created on first use)."""
+    return load_key(project.state_dir)
 
 
 def manifest_path(project: Project, batch_id: str) -> Path:

@@ -96,6 +96,17 @@ def purge_lines(purge: Mapping[str, Any] | None) -> list[str]:
         verdict = "none of them was found" if scan.get("ok") else f"{found} were STILL FOUND"
         lines.append(f"A scan then read {objects} stored object(s) in {len(stores)} store(s), looking for the "
                      f"{scan.get('erased_hashes', '?')} erased image(s) by content hash: {verdict}.")
+    models = purge.get("models") or {}
+    deleted, retained = models.get("deleted_count", 0), models.get("retained_count", 0)
+    if deleted or retained:
+        lines.append(f"Models trained on the erased images: the weights of {deleted} were deleted"
+                     + (f", {retained} are retained for now (see the receipts: until when, and why)" if retained else "")
+                     + ".")
+    remaining = purge.get("remaining") or []
+    if remaining:
+        lines.append(f"{len(remaining)} place(s) the purge does not clean still hold or name erased data; the receipts "
+                     "name each one: " + "; ".join(f"{r.get('object')} ({r.get('what')})" for r in remaining[:3])
+                     + (" …" if len(remaining) > 3 else "") + ".")
     return lines
 
 

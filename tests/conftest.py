@@ -24,6 +24,8 @@ if "FORGETFLOW_TEST_TMP" not in os.environ:
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "MLFLOW_TRACKING_URI": f"sqlite:///{_tmp / 'stray-mlflow.db'}",
             "DVC_NO_ANALYTICS": "1",
+            # keyed tombstones (forgetflow/data/tombstones.py): one fixed test key instead of a generated file
+            "FORGETFLOW_TOMBSTONE_KEY": "forgetflow-tests-tombstone-key-0123456789abcdef",
             "DVC_SITE_CACHE_DIR": str(_tmp / "dvc-site"),
             "HF_HUB_OFFLINE": "1",
             "GIT_AUTHOR_NAME": "forgetflow-tests",
