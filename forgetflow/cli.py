@@ -139,17 +139,55 @@ def data_samples(
 @app.command("train")
 def train(
     force: Annotated[bool, typer.Option(help="register a new original even if a champion exists")] = False,
+    references: Annotated[bool, typer.Option("--references/--no-references", help="also train the reference models "
+                                             "of this dataset version when it has none (references.enabled)")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Train the original model on the current dataset version and register it as `champion`."""
+    """Train the original model on the current dataset version and register it as `champion`; then the reference
+    models of the version (docs/verification.md)."""
     proj = project()
     from tasks import bootstrap
 
     with stdout_to_stderr(as_json):
-        info = bootstrap.train_and_register(proj, force=force)
-    emit(info.__dict__, as_json, lambda i: (
+        info = bootstrap.train_and_register(proj, force=force).__dict__
+        info["references"] = None
+        if references and proj.params.references.enabled:
+            from flows import references as reference_flows
+
+            # reference models follow the dataset version: a set for this one unless it has one
+            info["references"] = reference_flows.refresh(str(proj.params_path), _overrides(), why="forgetflow train")
+    emit(info, as_json, lambda i: (
         f"champion is model version {i['version']} (run {i['run_id']}); test acc {i['metrics'].get('test_acc', float('nan')):.2f}%"
-        + (" — already registered, nothing to do" if i["already_registered"] else f"; trained in {i['seconds']:.1f} s")))
+        + (" — already registered, nothing to do" if i["already_registered"] else f"; trained in {i['seconds']:.1f} s")
+        + (f"\n{_references_line(i['references'])}" if i["references"] else "")))
+
+
+def _references_line(r: dict[str, Any]) -> str:
+    state = "loaded from the cache" if r.get("cached") else f"trained in {r['train_seconds']:.0f} s"
+    return (f"reference models for {r.get('dataset_version', 'v' + str(r['version']))}: K={r['k']}, seed {r['seed']}, "
+            f"{state} ({r['key']})")
+
+
+@app.command("references")
+def references_cmd(
+    k: Annotated[Optional[int], typer.Option("--k", help="reference models, even (default: references.k)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="local task-runner threads (default: params.yaml runner)")] = None,
+    dask: Annotated[Optional[str], typer.Option(help="Dask scheduler address (default: params.yaml runner)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Train (or load) the reference models of the current dataset version and score every sample (DVC stage)."""
+    proj = project()
+    overrides = {**_overrides(), **({"references.k": k} if k is not None else {})}  # an odd K: a one-line error
+    with stdout_to_stderr(as_json):
+        from flows import references as reference_flows
+        from flows import runners
+
+        params = runners.override(proj.params, workers, dask)
+        info = reference_flows.run(str(proj.params_path), overrides, runner=runners.task_runner(params))
+        info["runner"] = runners.describe(params)
+        proj.models_dir.mkdir(parents=True, exist_ok=True)
+        (proj.models_dir / "references.json").write_text(json.dumps(info, indent=1) + "\n")
+    emit(info, as_json, _references_line)
 
 
 @app.command("oracle")
@@ -349,6 +387,12 @@ def demo() -> None:
     say(f"original model: training and registering as champion (or reusing it) — {proj.params.train.epochs} epochs")
     info = bootstrap.train_and_register(proj)
     say(f"champion = model version {info.version}, test acc {info.metrics.get('test_acc', float('nan')):.2f}%")
+    if proj.params.references.enabled:
+        from flows import references as reference_flows
+
+        say(f"reference models: {proj.params.references.k} of the same recipe, each on half the training split, once per "
+            "dataset version (or reusing them) — they calibrate the per-sample membership evidence")
+        say(_references_line(reference_flows.refresh(str(proj.params_path), _overrides(), why="forgetflow demo")))
     requests_file = proj.state_dir / "demo-requests.csv"
     if not requests_file.exists():  # written once, so a rerun files the very same requests (accepted once)
         rows = pipeline.demo_requests(version, dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat())
@@ -402,8 +446,10 @@ def bench_cmd(
     option: Annotated[Optional[list[str]], typer.Option(help="scenario option key=value (repeatable)")] = None,
     grid: Annotated[Optional[list[str]], typer.Option(help="scenario option grid key=v1,v2 (repeatable)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="output folder (default: state/bench/<name>)")] = None,
-    workers: Annotated[int, typer.Option(help="local task-runner threads (1 = timings on a quiet machine)")] = 1,
-    dask: Annotated[Optional[str], typer.Option(help="Dask scheduler address: fan out through prefect-dask")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="local task-runner threads (1 = timings on a quiet machine); "
+                                                   "default: params.yaml runner")] = None,
+    dask: Annotated[Optional[str], typer.Option(help="Dask scheduler address: fan out through prefect-dask; "
+                                                "default: params.yaml runner")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
 ) -> None:
     """Benchmark methods against the retrained oracle: tables (Markdown + CSV), plots, MLflow runs."""
@@ -423,17 +469,13 @@ def bench_cmd(
     name = f"{dataset}-{scenario}-{stamp}"
     folder = out or proj.state_dir / "bench" / name
     with stdout_to_stderr(True):
-        from prefect.task_runners import ThreadPoolTaskRunner
-
+        from flows import runners
         from flows.benchmark import benchmark
         from tasks import tracking
 
-        runner = ThreadPoolTaskRunner(max_workers=workers)
-        if dask:
-            from prefect_dask import DaskTaskRunner
-
-            runner = DaskTaskRunner(address=dask)
-        rows = benchmark.with_options(task_runner=runner)(
+        chosen = runners.override(proj.params, workers, dask)  # the flags override params.yaml's runner
+        runner_label = runners.describe(chosen)
+        rows = benchmark.with_options(task_runner=runners.task_runner(chosen))(
             params_path=str(proj.params_path), overrides=_overrides(), dataset=dataset, scenario=scenario,
             methods=names, seeds=seeds, options=_kv(option), grid=_kv(grid, lists=True))
         if scenario == "sequential":
@@ -443,12 +485,12 @@ def bench_cmd(
         csv_path = bench_report.write_csv(rows, folder / "results.csv")
         md_path = folder / "results.md"
         command = "forgetflow " + " ".join(sys.argv[1:])
-        md_path.write_text(f"# {name}\n\nCommand: `{command}`  \nRunner: {'dask ' + dask if dask else f'local, {workers} worker(s)'}\n\n{table}\n")
+        md_path.write_text(f"# {name}\n\nCommand: `{command}`  \nRunner: {runner_label}\n\n{table}\n")
         figures = bench_report.plots(rows, folder)
         run_id = tracking.log_bench(proj, name, rows, [csv_path, md_path, *figures],
                                     {"dataset": dataset, "scenario": scenario, "methods": names, "seeds": seeds,
                                      "options": _kv(option), "grid": _kv(grid, lists=True), "command": command,
-                                     "runner": dask or f"threads:{workers}"})
+                                     "runner": runner_label})
     if as_json:
         emit(bench_report.table_rows(rows), True)
     else:
