@@ -294,8 +294,8 @@ class ReferenceParams(Strict):
 
     enabled: bool = Field(True, description="train reference models per dataset version (`forgetflow train`, the audit, "
                                             "`forgetflow references`) and run the per-sample attacks lira and rmia")
-    k: int = Field(8, ge=2, le=1024, description="reference models; even: every training sample is IN for exactly k/2 "
-                                                 "of them (8 small CNNs fit a 2-core CPU: docs/verification.md)")
+    k: int = Field(4, ge=2, le=1024, description="reference models; even: every training sample is IN for exactly k/2 "
+                                                 "of them (4 small CNNs fit a 2-core CPU: docs/verification.md; GPUs: more)")
     seed: int = Field(0, ge=0, description="seed of the IN/OUT assignment and of the reference trainings")
     attack: Literal["lira", "rmia"] = Field("lira", description="the per-sample attack the evidence uses")
     on_missing: Literal["train", "skip"] = Field(
