@@ -22,6 +22,7 @@ from forgetflow.ledger.reasons import CORRUPTION_REASONS
 from forgetflow.methods import METHODS, data_for
 from forgetflow.models import clone, same_architecture
 from forgetflow.oracle import TrainedModel, train_cached
+from forgetflow import recipes
 from forgetflow.project import Project
 from forgetflow.runtime import RunContext
 from forgetflow.scenarios import REASON_PRESET
@@ -65,18 +66,13 @@ def version_row(version: DatasetVersion, dvc_md5: str | None, batch_id: str | No
 
 # ---- models -------------------------------------------------------------------------------------
 def recipe(project: Project) -> Recipe:
-    t = project.params.train
-    return Recipe(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, momentum=t.momentum,
-                  weight_decay=t.weight_decay, schedule=t.schedule)
+    """The project's training recipe (the original's, the oracle's and the references')."""
+    return recipes.training_recipe(project.params)
 
 
 def arch(project: Project, version: DatasetVersion) -> tuple[str, dict[str, Any]]:
     """The architecture name and config for models of this project on this dataset version."""
-    c, h, _ = version.shape
-    config = {"in_channels": c, "num_classes": version.num_classes, "image_size": h}
-    if project.params.model.arch == "small-cnn":
-        config["width"] = project.params.model.width
-    return project.params.model.arch, config
+    return recipes.architecture(project.params, version)
 
 
 def train_original(project: Project, version: DatasetVersion, progress: bool | None = None) -> TrainedModel:

@@ -35,6 +35,7 @@ def _root(
 # commands, in the order `forgetflow --help` lists them
 app.command("train")(training.train)
 app.command("oracle")(training.oracle)
+app.command("references")(training.references)
 app.command("demo")(batch.demo)
 app.command("bench")(bench.bench)
 app.command("tune")(bench.tune)

@@ -65,6 +65,13 @@ def demo() -> None:
     say(f"original model: training and registering as champion (or reusing it) — {proj.params.train.epochs} epochs")
     info = bootstrap.train_and_register(proj)
     say(f"champion = model version {info.version}, test acc {info.metrics.get('test_acc', float('nan')):.2f}%")
+    if proj.params.references.enabled:
+        from flows import references as reference_flows
+        from forgetflow.cli.training import references_line
+
+        say(f"reference models: {proj.params.references.k} of the same recipe, each on half the training split, once per "
+            "dataset version (or reusing them) — they calibrate the per-sample membership evidence")
+        say(references_line(reference_flows.refresh(str(proj.params_path), overrides(), why="forgetflow demo")))
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     requests_file = pipeline.write_demo_requests(proj, version, now)
     # forgetflow's own file, written at the first run: a rerun a year later must still find it valid

@@ -21,8 +21,10 @@ def bench(
     option: Annotated[Optional[list[str]], typer.Option(help="scenario option key=value (repeatable)")] = None,
     grid: Annotated[Optional[list[str]], typer.Option(help="scenario option grid key=v1,v2 (repeatable)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="output folder (default: state/bench/<name>)")] = None,
-    workers: Annotated[int, typer.Option(help="local task-runner threads (1 = timings on a quiet machine)")] = 1,
-    dask: Annotated[Optional[str], typer.Option(help="Dask scheduler address: fan out through prefect-dask")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="local task-runner threads (1 = timings on a quiet machine); "
+                                                   "default: params.yaml runner")] = None,
+    dask: Annotated[Optional[str], typer.Option(help="Dask scheduler address: fan out through prefect-dask; "
+                                                "default: params.yaml runner")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
 ) -> None:
     """Benchmark methods against the retrained oracle: tables (Markdown + CSV), plots, MLflow runs."""
@@ -42,26 +44,22 @@ def bench(
     name = f"{dataset}-{scenario}-{stamp}"
     folder = out or proj.state_dir / "bench" / name
     with stdout_to_stderr(True):
-        from prefect.task_runners import ThreadPoolTaskRunner
-
+        from flows import runners
         from flows.benchmark import benchmark
         from tasks.benchmarking import publish_results
 
-        runner = ThreadPoolTaskRunner(max_workers=workers)
-        if dask:
-            from prefect_dask import DaskTaskRunner
-
-            runner = DaskTaskRunner(address=dask)
-        rows = benchmark.with_options(task_runner=runner)(
+        chosen = runners.override(proj.params, workers, dask)  # the flags override params.yaml's runner
+        runner_label = runners.describe(chosen)
+        rows = benchmark.with_options(task_runner=runners.task_runner(chosen))(
             params_path=str(proj.params_path), overrides=overrides(), dataset=dataset, scenario=scenario,
             methods=names, seeds=seeds, options=kv(option), grid=kv(grid, lists=True))
         if scenario == "sequential":
             for r in rows:
                 r["scenario"] = f"sequential step {r['step']}"
         table, run_id = publish_results(
-            proj, name, folder, rows, "dask " + dask if dask else f"local, {workers} worker(s)",
+            proj, name, folder, rows, runner_label,
             {"dataset": dataset, "scenario": scenario, "methods": names, "seeds": seeds, "options": kv(option),
-             "grid": kv(grid, lists=True), "command": command_line(), "runner": dask or f"threads:{workers}"})
+             "grid": kv(grid, lists=True), "command": command_line(), "runner": runner_label})
     if as_json:
         emit(bench_report.table_rows(rows), True)
     else:
