@@ -8,10 +8,10 @@ get the same request, and a failed batch gives its claims back. Nothing accepted
 from __future__ import annotations
 
 import datetime as dt
-import os
-import socket
+import json
+import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import (
     Boolean,
@@ -34,7 +34,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from forgetflow.errors import LedgerConflict, NothingToDo
+from forgetflow.errors import LeaseLost, LedgerConflict, NothingToDo
+from forgetflow.ledger import lease as leases
+from forgetflow.ledger.lease import BatchLease, owner_id
 from forgetflow.ledger.requests import ErasureRequest
 
 STATES = ("pending", "claimed", "done", "quarantined")
@@ -73,15 +75,22 @@ batches_t = Table(
     Column("data_version", Integer, nullable=True),
     Column("decision", String(32), nullable=True),
     Column("error", Text, nullable=True),
+    # what recovery needs if the batch dies: data.dvc before the erase, and the commit record (JSON)
+    Column("journal", Text, nullable=True),
 )
 
-# At most one running batch: a single-row lock with its owner, so a crashed owner can be recognised.
+# At most one running batch: a single-row lock held as a lease (forgetflow/ledger/lease.py), so a crashed
+# owner is recognised on any host once its lease expires, and at once on its own host.
 batch_lock_t = Table(
     "batch_lock", metadata,
     Column("name", String(16), primary_key=True),
     Column("batch_id", String(64), nullable=False),
-    Column("owner", String(128), nullable=False),
+    Column("owner", String(128), nullable=False),  # host:pid, for people
     Column("taken_at", DateTime(timezone=True), nullable=False),
+    Column("token", String(36), nullable=True),  # the lease token; a take-over writes a new one
+    Column("owner_process", String(160), nullable=True),  # boot id|pid namespace|pid|start ticks (Linux)
+    Column("heartbeat_at", DateTime(timezone=True), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
 )
 
 versions_t = Table(
@@ -149,11 +158,6 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def owner_id() -> str:
-    """host:pid of this process (the owner of a batch lock)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
     # SQLite hands back naive datetimes; every time we store is UTC.
     if value is not None and value.tzinfo is None:
@@ -188,6 +192,7 @@ class Ledger:
                 # race-free (duplicate pg_type rows), so the schema is created under a transaction lock
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7405372019)")
             metadata.create_all(conn)
+            _add_missing_columns(conn)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -261,31 +266,113 @@ class Ledger:
         return _aware(value)
 
     def running_batch(self) -> dict[str, Any] | None:
-        """The holder of the batch lock (batch_id, owner, taken_at), or None when no batch runs."""
+        """The holder of the batch lock (batch_id, owner, taken_at, its lease and ``stale``), or None."""
         with self.engine.connect() as conn:
             row = conn.execute(select(batch_lock_t)).mappings().first()
-        return {**row, "taken_at": _aware(row["taken_at"]).isoformat()} if row else None
+        return _holder(row, utcnow()) if row else None
 
     # ---- batches -------------------------------------------------------------------------------
-    def start_batch(self, batch_id: str) -> None:
-        """Take the batch lock (recovering it from a dead owner on this host) and record the batch."""
+    def start_batch(self, batch_id: str, lease_seconds: float = 60.0, heartbeat_seconds: float = 10.0,
+                    flow_run_id: str | None = None, on_lost: Callable[[], None] | None = None,
+                    heartbeat: bool = True) -> BatchLease:
+        """Take the batch lock as a lease, record the batch, and start renewing the lease (a daemon thread).
+
+        Nothing stale is recovered here: what a dead batch left (registry versions, data, files) is cleaned
+        by ``tasks/recovery.py`` before a batch starts, and the ledger alone cannot do that.
+
+        Raises:
+            LedgerConflict: another batch holds the lock (the message says whether its lease is stale).
+        """
         now = utcnow()
-        me = owner_id()
-        self.recover_stale()
+        token = uuid.uuid4().hex
+        lock = {"name": "batch", "batch_id": batch_id, "owner": owner_id(), "taken_at": now, "token": token,
+                "owner_process": leases.process_identity(), "heartbeat_at": now,
+                "expires_at": now + dt.timedelta(seconds=lease_seconds)}
         try:
             with self.engine.begin() as conn:
-                conn.execute(insert(batch_lock_t).values(name="batch", batch_id=batch_id, owner=me, taken_at=now))
-                conn.execute(insert(batches_t).values(batch_id=batch_id, state="running", started_at=now, owner=me))
+                conn.execute(insert(batch_lock_t).values(**lock))
+                conn.execute(insert(batches_t).values(batch_id=batch_id, state="running", started_at=now,
+                                                      owner=lock["owner"], flow_run_id=flow_run_id))
         except IntegrityError:
             # read the holder in a new transaction: PostgreSQL refuses every statement in the failed one
-            with self.engine.connect() as conn:
-                holder = conn.execute(select(batch_lock_t)).mappings().first()
+            holder = self.running_batch()
             if holder is None:
                 raise LedgerConflict(f"batch id {batch_id} was used before") from None
-            raise LedgerConflict(
-                f"batch {holder['batch_id']} is already running (owner {holder['owner']}, since "
-                f"{_aware(holder['taken_at']).isoformat()}); run `forgetflow batch recover` if it died"
-            ) from None
+            stale = f"; it is stale ({holder['stale']}): run `forgetflow batch recover`" if holder["stale"] else \
+                f"; its lease runs to {holder['expires_at']}"
+            raise LedgerConflict(f"batch {holder['batch_id']} is already running (owner {holder['owner']}, since "
+                                 f"{holder['taken_at']}){stale}") from None
+        return self._lease(batch_id, token, lease_seconds, heartbeat_seconds, on_lost, heartbeat)
+
+    def _lease(self, batch_id: str, token: str, lease_seconds: float, heartbeat_seconds: float,
+               on_lost: Callable[[], None] | None, heartbeat: bool) -> BatchLease:
+        lease = BatchLease(self.renew_lease, batch_id, token, lease_seconds, heartbeat_seconds, on_lost)
+        return lease.start() if heartbeat else lease
+
+    def renew_lease(self, batch_id: str, token: str, lease_seconds: float) -> bool:
+        """Push the lease's expiry forward; False when the lock no longer carries this token (lost)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(update(batch_lock_t)
+                                  .where(and_(batch_lock_t.c.batch_id == batch_id, batch_lock_t.c.token == token))
+                                  .values(heartbeat_at=now, expires_at=now + dt.timedelta(seconds=lease_seconds)))
+        return bool(result.rowcount)
+
+    def stale_holders(self, default_lease_seconds: float = 60.0) -> list[dict[str, Any]]:
+        """Lock holders that are stale: lease expired, or (same process table) their process is gone.
+
+        A lock row written before leases existed (no expiry) counts as expiring ``default_lease_seconds``
+        after it was taken.
+        """
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(batch_lock_t)).mappings().all()
+        now = utcnow()
+        holders = [_holder(r, now, default_lease_seconds) for r in rows]
+        return [h for h in holders if h["stale"]]
+
+    def take_over(self, batch_id: str, token: str | None, lease_seconds: float = 60.0,
+                  heartbeat_seconds: float = 10.0, on_lost: Callable[[], None] | None = None,
+                  heartbeat: bool = True) -> BatchLease | None:
+        """Take a (stale) batch's lock over, to recover it: compare-and-swap on its lease token.
+
+        Returns the new lease, or None when someone else changed the lock first (another recoverer, or the
+        owner renewed after all: it was alive).
+        """
+        now = utcnow()
+        new = uuid.uuid4().hex
+        match = batch_lock_t.c.token.is_(None) if token is None else batch_lock_t.c.token == token
+        with self.engine.begin() as conn:
+            result = conn.execute(update(batch_lock_t).where(and_(batch_lock_t.c.batch_id == batch_id, match))
+                                  .values(token=new, owner=owner_id(), owner_process=leases.process_identity(),
+                                          heartbeat_at=now, expires_at=now + dt.timedelta(seconds=lease_seconds)))
+        if not result.rowcount:
+            return None
+        return self._lease(batch_id, new, lease_seconds, heartbeat_seconds, on_lost, heartbeat)
+
+    def journal(self, batch_id: str) -> dict[str, Any]:
+        """The batch's recovery journal (empty when it recorded nothing)."""
+        with self.engine.connect() as conn:
+            text = conn.execute(select(batches_t.c.journal).where(batches_t.c.batch_id == batch_id)).scalar()
+        return json.loads(text) if text else {}
+
+    def record_journal(self, batch_id: str, **entries: Any) -> None:
+        """Add entries to the batch's recovery journal (fenced by this process's lease on the batch)."""
+        with self.engine.begin() as conn:
+            self._fence(conn, batch_id)
+            text = conn.execute(select(batches_t.c.journal).where(batches_t.c.batch_id == batch_id)).scalar()
+            journal = {**(json.loads(text) if text else {}), **entries}
+            conn.execute(update(batches_t).where(batches_t.c.batch_id == batch_id)
+                         .values(journal=json.dumps(journal, sort_keys=True, default=str)))
+
+    def _fence(self, conn: Any, batch_id: str) -> None:
+        """Inside a transaction: refuse when this process holds a lease on the batch that the lock lost."""
+        lease = leases.held(batch_id)
+        if lease is None:
+            return
+        token = conn.execute(select(batch_lock_t.c.token).where(batch_lock_t.c.batch_id == batch_id)).scalar()
+        if token != lease.token:
+            raise LeaseLost(f"batch {batch_id} no longer holds the batch lock (recovered by another process); "
+                            "nothing recorded")
 
     def claim(self, batch_id: str, limit: int) -> list[dict[str, Any]]:
         """Atomically move up to ``limit`` pending requests (oldest first) to ``claimed`` for this batch."""
@@ -339,9 +426,14 @@ class Ledger:
 
     def finish_batch(self, batch_id: str, done_ids: Iterable[str], receipts: Sequence[dict[str, Any]],
                      info: dict[str, Any], version_row: dict[str, Any] | None) -> None:
-        """In one transaction: requests done, receipts and the new dataset version recorded, lock released."""
+        """In one transaction: requests done, receipts and the new dataset version recorded, lock released.
+
+        Fenced: when this process holds a lease on the batch, the lock must still carry its token, else
+        nothing is recorded (:class:`LeaseLost`).
+        """
         now = utcnow()
         with self.engine.begin() as conn:
+            self._fence(conn, batch_id)
             for rid in done_ids:
                 conn.execute(update(requests_t)
                              .where(and_(requests_t.c.request_id == rid, requests_t.c.batch_id == batch_id))
@@ -353,38 +445,43 @@ class Ledger:
             conn.execute(update(batches_t).where(batches_t.c.batch_id == batch_id)
                          .values(state="done", finished_at=now, **info))
             conn.execute(batch_lock_t.delete().where(batch_lock_t.c.batch_id == batch_id))
+        self._drop_lease(batch_id)
 
     def fail_batch(self, batch_id: str, error: str) -> int:
-        """Record the failure, give every claimed request back, release the lock; returns requests released."""
-        released = self.release(batch_id, note=f"batch {batch_id} failed: {error[:300]}")
+        """In one transaction: the failure recorded, every claimed request given back, the lock released.
+
+        Returns how many requests were released. Fenced like :meth:`finish_batch`.
+        """
+        now = utcnow()
         with self.engine.begin() as conn:
+            self._fence(conn, batch_id)
+            result = conn.execute(update(requests_t)
+                                  .where(and_(requests_t.c.batch_id == batch_id, requests_t.c.state == "claimed"))
+                                  .values(state="pending", batch_id=None, updated_at=now,
+                                          note=f"batch {batch_id} failed: {error[:300]}"))
             conn.execute(update(batches_t).where(batches_t.c.batch_id == batch_id)
-                         .values(state="failed", finished_at=utcnow(), error=error[:4000]))
+                         .values(state="failed", finished_at=now, error=error[:4000]))
             conn.execute(batch_lock_t.delete().where(batch_lock_t.c.batch_id == batch_id))
-        return released
+        self._drop_lease(batch_id)
+        return int(result.rowcount or 0)
 
     def end_empty_batch(self, batch_id: str) -> None:
         """A batch that found nothing to claim: forget it entirely and release the lock."""
         with self.engine.begin() as conn:
+            self._fence(conn, batch_id)
             conn.execute(batches_t.delete().where(batches_t.c.batch_id == batch_id))
             conn.execute(batch_lock_t.delete().where(batch_lock_t.c.batch_id == batch_id))
+        self._drop_lease(batch_id)
+
+    @staticmethod
+    def _drop_lease(batch_id: str) -> None:
+        lease = leases.held(batch_id)
+        if lease is not None:
+            lease.stop()
 
     def set_batch_info(self, batch_id: str, **info: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(batches_t).where(batches_t.c.batch_id == batch_id).values(**info))
-
-    def recover_stale(self, force: bool = False) -> list[str]:
-        """Fail batches whose owner process is gone (same host), or all running batches with ``force``."""
-        recovered = []
-        with self.engine.connect() as conn:
-            holders = conn.execute(select(batch_lock_t)).mappings().all()
-        for holder in holders:
-            host, _, pid = holder["owner"].rpartition(":")
-            dead = host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
-            if force or dead:
-                self.fail_batch(holder["batch_id"], "owner process died" if dead else "recovered by an operator")
-                recovered.append(holder["batch_id"])
-        return recovered
 
     def batches(self, limit: int = 50) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -492,6 +589,19 @@ class Ledger:
             conn.execute(superseded_t.delete().where(superseded_t.c.recorded_in == recorded_in))
 
 
+def _holder(row: Any, now: dt.datetime, default_lease_seconds: float = 60.0) -> dict[str, Any]:
+    """A lock row as a dict with ISO times and ``stale``: why it is stale (a sentence), or None."""
+    expires = _aware(row["expires_at"]) or _aware(row["taken_at"]) + dt.timedelta(seconds=default_lease_seconds)
+    state = leases.holder_state(row["owner_process"])
+    stale = None
+    if state == "dead":
+        stale = f"its process {row['owner']} is gone"
+    elif expires < now:
+        stale = f"its lease expired at {expires.isoformat()}"
+    out = {k: (_aware(v).isoformat() if isinstance(v, dt.datetime) else v) for k, v in row.items()}
+    return {**out, "expires_at": expires.isoformat(), "stale": stale}
+
+
 def _request_dict(row: Any) -> dict[str, Any]:
     out = dict(row)
     for key in ("received_at", "accepted_at", "updated_at"):
@@ -505,14 +615,17 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
         yield items[i : i + size]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _add_missing_columns(conn: Any) -> None:
+    """Add columns a ledger made by an older forgetflow lacks (all of them nullable)."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(conn)
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
