@@ -269,7 +269,7 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
         receipt_paths = issue_receipts(project, batch_id, resolved.path, resolved.sha256, receipt_context, info,
                                        written_receipts)
     except BaseException as exc:
-        held = lease.held(batch_id)
+        held = lease.held(batch_id, project.ledger_url)
         if isinstance(exc, LeaseLost) or (held is not None and held.lost):
             # another process recovered this batch and owns its clean-up: touch nothing more
             if held is not None:

@@ -40,7 +40,7 @@ def open_batch(project: Project, batch_id: str, flow_run_id: str | None = None) 
     Returns an empty list (and releases the lock) when nothing is pending.
     """
     book = ledger(project)
-    take_lock(project, batch_id, flow_run_id)
+    take_lock(project, batch_id, flow_run_id).bind()  # this thread's step boundaries check this lease
     try:
         claimed = book.claim(batch_id, project.params.batch.max_requests)
     except NothingToDo:

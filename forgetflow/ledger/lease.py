@@ -32,9 +32,10 @@ from forgetflow.errors import LeaseLost
 
 log = logging.getLogger(__name__)
 
-# batch id -> the lease this process holds on it (at most a few: a batch, or an operator's recovery)
-_HELD: dict[str, "BatchLease"] = {}
+# (ledger URL, batch id) -> the lease this process holds on it (a batch, or an operator's recovery)
+_HELD: dict[tuple[str, str], "BatchLease"] = {}
 _HELD_LOCK = threading.Lock()
+_BOUND = threading.local()  # the lease of the batch the current thread runs (see BatchLease.bind)
 
 
 def owner_id() -> str:
@@ -93,10 +94,10 @@ def holder_state(identity: str | None) -> str:
     return "alive" if stat[1] == rest else "dead"  # another start time: the pid was reused
 
 
-def held(batch_id: str) -> "BatchLease | None":
-    """The lease this process holds on ``batch_id``, if any."""
+def held(batch_id: str, scope: str = "") -> "BatchLease | None":
+    """The lease this process holds on ``batch_id`` in the ledger ``scope`` (its URL), if any."""
     with _HELD_LOCK:
-        return _HELD.get(batch_id)
+        return _HELD.get((scope, batch_id))
 
 
 def interrupt_main() -> None:
@@ -107,10 +108,9 @@ def interrupt_main() -> None:
 
 
 def check_held() -> None:
-    """Raise :class:`LeaseLost` if any lease this process holds was lost (called at every step boundary)."""
-    with _HELD_LOCK:
-        leases = list(_HELD.values())
-    for lease in leases:
+    """Raise :class:`LeaseLost` if the batch this thread runs lost its lease (every step boundary calls it)."""
+    lease = getattr(_BOUND, "lease", None)
+    if lease is not None:
         lease.check()
 
 
@@ -121,6 +121,7 @@ class BatchLease:
         renew: ``renew(batch_id, token, lease_seconds) -> bool``; False means the lease is gone.
         batch_id: the batch (or audit) holding the lock.
         token: the lease token written with the lock row (a new one on every take-over).
+        scope: the ledger's URL (leases of different ledgers never mix).
         lease_seconds: how long a renewal keeps the lease.
         heartbeat_seconds: time between renewals.
         on_lost: called once, from the heartbeat thread, when the lease is lost (batches pass
@@ -129,8 +130,9 @@ class BatchLease:
     """
 
     def __init__(self, renew: Callable[[str, str, float], bool], batch_id: str, token: str, lease_seconds: float,
-                 heartbeat_seconds: float, on_lost: Callable[[], None] | None = None) -> None:
+                 heartbeat_seconds: float, on_lost: Callable[[], None] | None = None, scope: str = "") -> None:
         self.batch_id = batch_id
+        self.scope = scope
         self.token = token
         self.lease_seconds = float(lease_seconds)
         self.heartbeat_seconds = float(heartbeat_seconds)
@@ -143,7 +145,9 @@ class BatchLease:
 
     @property
     def lost(self) -> str | None:
-        """Why the lease was lost, or None while it is held."""
+        """Why the lease was lost, or None while it is held (or after :meth:`stop`: the batch ended)."""
+        if self._stop.is_set() and self._lost is None:
+            return None
         if self._lost is None and time.monotonic() - self._renewed > self.lease_seconds:
             return f"not renewed for {self.lease_seconds:g} s (its expiry passed)"
         return self._lost
@@ -151,7 +155,7 @@ class BatchLease:
     def start(self) -> "BatchLease":
         """Register the lease in this process and start renewing it."""
         with _HELD_LOCK:
-            _HELD[self.batch_id] = self
+            _HELD[(self.scope, self.batch_id)] = self
         self._thread = threading.Thread(target=self._beat, name=f"lease-{self.batch_id}", daemon=True)
         self._thread.start()
         return self
@@ -160,10 +164,17 @@ class BatchLease:
         """Stop renewing (the lock row itself is removed by the ledger transaction that ends the batch)."""
         self._stop.set()
         with _HELD_LOCK:
-            if _HELD.get(self.batch_id) is self:
-                del _HELD[self.batch_id]
+            if _HELD.get((self.scope, self.batch_id)) is self:
+                del _HELD[(self.scope, self.batch_id)]
+        if getattr(_BOUND, "lease", None) is self:
+            _BOUND.lease = None
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+
+    def bind(self) -> "BatchLease":
+        """Make this the lease of the batch the current thread runs (:func:`check_held` checks it)."""
+        _BOUND.lease = self
+        return self
 
     def check(self) -> None:
         """Raise :class:`LeaseLost` when this lease is gone: the batch must stop writing."""

@@ -68,6 +68,40 @@ def test_a_served_batch_recovers_a_batch_killed_inside_a_served_run(drill):
     assert drill.check() == []
 
 
+@pytest.mark.slow
+def test_batch_recover_cleans_up_a_killed_batch_without_running_one(drill):
+    """`forgetflow batch recover` alone: the killed batch is rolled back, nothing else happens."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from forgetflow.cli import app
+    from tasks import tracking
+
+    project = drill.project
+    ids = drill.file(2)
+    versions_before = [v["version"] for v in tracking.versions(project)]
+    champion = tracking.alias_version(project, tracking.CHAMPION)
+    killed = drill.run(kill_at="promote")
+    assert killed["rc"] == -signal.SIGKILL, killed["stderr"][-2000:]
+    assert tracking.alias_version(project, tracking.CHAMPION) != champion  # the dead batch moved it
+
+    out = CliRunner().invoke(app, ["--params", str(drill.root / "params.yaml"), "batch", "recover", "--json"])
+
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout)
+    assert len(result["recovered"]) == 1 and "rolled back" in result["recovered"][0] and result["running"] is None
+    book = project.open_ledger()
+    assert {book.get(r)["state"] for r in ids} == {"pending"} and book.running_batch() is None
+    assert tracking.alias_version(project, tracking.CHAMPION) == champion
+    assert [v["version"] for v in tracking.versions(project)] == versions_before
+    again = CliRunner().invoke(app, ["--params", str(drill.root / "params.yaml"), "batch", "recover"])
+    assert again.exit_code == 0 and "no stale batch" in again.stdout
+    result = drill.run()
+    assert result["rc"] == 0 and result["result"]["status"] == "done", result["stderr"][-2000:]
+    assert drill.check() == []
+
+
 def _wait_for(predicate, seconds: float, what: str):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

@@ -67,8 +67,10 @@ def test_the_heartbeat_keeps_the_lease_and_stopping_it_lets_it_expire(book):
         lease.stop()
     time.sleep(1.3)
     assert [h["batch_id"] for h in book.stale_holders()] == ["b1"]
+    unrenewed = book.take_over("b1", lease.token, lease_seconds=1.0, heartbeat=False)
+    time.sleep(1.2)
     with pytest.raises(LeaseLost, match="not renewed"):
-        lease.check()  # a holder whose own renewals stopped knows its lease is gone
+        unrenewed.check()  # a holder whose renewals stopped knows its lease is gone without asking the ledger
 
 
 def test_a_holder_that_lost_its_lease_stops_and_commits_nothing(book):
@@ -125,3 +127,14 @@ def test_process_identity_reads_this_process():
     mine = leases.process_identity()
     assert mine is not None and f"|{os.getpid()}|" in mine
     assert leases.holder_state(None) == "unknown"
+
+
+def test_step_boundaries_check_the_lease_of_this_threads_batch_only(book):
+    other = book.start_batch("b1", lease_seconds=1.0, heartbeat=False)  # never renewed: lost after a second
+    time.sleep(1.2)
+    leases.check_held()  # a lease no batch of this thread runs under (an unrelated or leaked one) is ignored
+    other.bind()
+    with pytest.raises(LeaseLost):
+        leases.check_held()
+    other.stop()  # the batch ended: nothing to check any more
+    leases.check_held()

@@ -97,7 +97,11 @@ def test_dead_owner_is_recovered(book):
     assert [h["batch_id"] for h in stale] == ["b1"] and "is gone" in stale[0]["stale"]
     lease = book.take_over("b1", stale[0]["token"], heartbeat=False)
     assert lease is not None and book.take_over("b1", stale[0]["token"], heartbeat=False) is None  # once
-    assert book.fail_batch("b1", "owner died") == 1
+    lease.start()  # the recoverer renews (and fences with) the new token
+    try:
+        assert book.fail_batch("b1", "owner died") == 1
+    finally:
+        lease.stop()
     assert book.counts()["pending"] == 1 and book.running_batch() is None
 
 
