@@ -15,6 +15,7 @@ import typer
 
 from forgetflow import runtime_env
 from forgetflow.errors import ForgetflowError, MethodDivergedError
+from forgetflow.masking import mask_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Make a trained image classifier forget data, prove it, ship it with receipts.")
@@ -181,7 +182,8 @@ def request_add(
     subject: Annotated[Optional[str], typer.Option(help="forget every sample of this data subject")] = None,
     sample: Annotated[Optional[str], typer.Option(help="forget this one sample")] = None,
     request_id: Annotated[Optional[str], typer.Option("--id", help="request id (default: generated)")] = None,
-    received_at: Annotated[Optional[str], typer.Option(help="ISO-8601 time (default: now)")] = None,
+    received_at: Annotated[Optional[str], typer.Option(help="ISO-8601 time (default: now; not older than "
+                                                             "intake.max_age_days)")] = None,
 ) -> None:
     """Accept one erasure request."""
     import uuid
@@ -189,7 +191,8 @@ def request_add(
     from forgetflow.ledger import make_request
 
     proj = project()
-    req = make_request(request_id or f"req-{uuid.uuid4().hex[:12]}", reason, subject, sample, received_at)
+    req = make_request(request_id or f"req-{uuid.uuid4().hex[:12]}", reason, subject, sample, received_at,
+                       max_age_days=proj.params.intake.max_age_days)
     book = proj.open_ledger()
     result = book.add([req], source="cli")
     state = "accepted" if result.accepted else "already accepted (same content)"
@@ -204,7 +207,7 @@ def request_import(file: Annotated[Path, typer.Argument(help="CSV: request_id,su
 
     proj = project()
     book = proj.open_ledger()
-    result = book.add(read_csv(file), source="import")
+    result = book.add(read_csv(file, max_age_days=proj.params.intake.max_age_days), source="import")
     typer.echo(f"{file}: {len(result.accepted)} accepted, {len(result.duplicates)} already present")
     _announce(proj, book, result.accepted, "import")
 
@@ -362,7 +365,8 @@ def demo() -> None:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    result = proj.open_ledger().add(read_csv(requests_file), source="import")
+    # forgetflow's own file, written at the first run: a rerun a year later must still find it valid
+    result = proj.open_ledger().add(read_csv(requests_file, max_age_days=None), source="import")
     say(f"requests from {requests_file.relative_to(proj.root)}: {len(result.accepted)} accepted, "
         f"{len(result.duplicates)} already in the ledger")
     from flows.deletion_batch import deletion_batch
@@ -381,8 +385,8 @@ def demo() -> None:
     typer.echo(render_batch(outcome))
     typer.echo(f"\nverify the receipts:   .venv/bin/forgetflow receipt verify")
     typer.echo(f"ledger and registry:   .venv/bin/forgetflow status")
-    typer.echo(f"open the MLflow UI:    .venv/bin/mlflow ui --backend-store-uri {proj.tracking_uri} "
-               f"--default-artifact-root {proj.artifact_root} --port 5000   (or: make mlflow-ui)")
+    typer.echo(f"open the MLflow UI:    .venv/bin/mlflow ui --backend-store-uri {mask_text(proj.tracking_uri)} "
+               f"--default-artifact-root {mask_text(proj.artifact_root)} --port 5000   (or: make mlflow-ui)")
 
 
 def _kv(items: list[str] | None, lists: bool = False) -> dict[str, Any]:
@@ -545,15 +549,17 @@ def intake(
     """Serve the HTTP intake (POST /requests, GET /requests/{id} and /requests/{id}/receipt); token from FORGETFLOW_INTAKE_TOKEN."""
     import os
 
-    proj = project()
-    from tasks import intake as http_intake
+    from forgetflow.intake import server
 
-    token = http_intake.check_token(os.environ.get(http_intake.TOKEN_ENV))
-    # worker processes import tasks.intake by name: they need the code folder on their path
+    proj = project()
+    from tasks import events
+
+    token = server.check_token(os.environ.get(server.TOKEN_ENV))
+    # worker processes import the injected event sender (tasks/events.py) by name: they need the code folder
     code_root = next(p for p in sys.path if (Path(p) / "flows").is_dir() and (Path(p) / "tasks").is_dir())
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [code_root, os.environ.get("PYTHONPATH")]))
-    http_intake.serve_http(proj, host or proj.params.intake.host, port or proj.params.intake.port, token,
-                           workers or proj.params.intake.workers, _overrides())
+    server.serve_http(proj, host or proj.params.intake.host, port or proj.params.intake.port, token,
+                      workers or proj.params.intake.workers, _overrides(), events=events.intake_sender)
 
 
 # ---- erasure in storage -------------------------------------------------------------------------
@@ -736,10 +742,19 @@ def methods(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
 
 
 @config_app.command("validate")
-def config_validate() -> None:
-    """Validate params.yaml (every method section too) and print the resolved values."""
+def config_validate(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Validate params.yaml (every method section too) and print the resolved values (credentials masked)."""
+    import yaml
+
+    from forgetflow.masking import mask_secrets
+
     proj = project()
+    resolved = mask_secrets(proj.params.model_dump(mode="json"))
+    if as_json:
+        emit(resolved, True)
+        return
     typer.echo(f"{proj.params_path}: valid")
+    typer.echo(yaml.safe_dump(resolved, sort_keys=False).rstrip())
 
 
 @config_app.command("schema")
@@ -758,7 +773,7 @@ def main() -> None:
         if isinstance(code, int) and code:  # click hands a command's `raise typer.Exit(n)` back as a return value here
             sys.exit(code)
     except ForgetflowError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {mask_text(str(exc))}", err=True)
         sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -779,7 +794,8 @@ def main() -> None:
         if os.environ.get("FORGETFLOW_DEBUG"):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        typer.echo(f"error: internal error: {type(exc).__name__}: {first} (FORGETFLOW_DEBUG=1 shows the traceback)", err=True)
+        typer.echo(f"error: internal error: {type(exc).__name__}: {mask_text(first)} (FORGETFLOW_DEBUG=1 shows the "
+                   "traceback)", err=True)
         sys.exit(2)
 
 
