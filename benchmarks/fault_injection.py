@@ -56,10 +56,11 @@ batch: {lease_seconds: 20, heartbeat_seconds: 2}
 class Drill:
     """A digits project driven by ``forgetflow`` processes, and the checks that a crash left nothing wrong."""
 
-    def __init__(self, root: Path, api_url: str, params: str = PARAMS) -> None:
+    def __init__(self, root: Path, api_url: str, params: str = PARAMS, plain_in_process: bool = False) -> None:
         self.root = Path(root)
         self.api_url = api_url
         self.params_text = params
+        self.plain_in_process = plain_in_process  # tests: the plain run is the same command, in this process
         self.filed: list[str] = []
         self.next_subject = 0
 
@@ -107,7 +108,13 @@ class Drill:
 
     # ---- runs ----------------------------------------------------------------------------------
     def run(self, kill_at: str | None = None, timeout: float = 900.0) -> dict[str, Any]:
-        """``forgetflow batch run --json`` in a new process; returns rc, seconds and the JSON result (if any)."""
+        """``forgetflow batch run --json`` in a new process; returns rc, seconds and the JSON result (if any).
+
+        A plain run (no ``kill_at``) of a drill made with ``plain_in_process`` runs the command in this process
+        (Typer's test runner; this process must talk to the same Prefect server): no interpreter start-up.
+        """
+        if kill_at is None and self.plain_in_process:
+            return self._run_here()
         env = self.env(**({"FORGETFLOW_KILL_AT": kill_at} if kill_at else {}))
         cmd = [sys.executable, "-m", "forgetflow.cli", "--params", str(self.root / "params.yaml"), "batch", "run",
                "--json"]
@@ -121,6 +128,23 @@ class Drill:
             except json.JSONDecodeError:
                 result = None
         return {"rc": proc.returncode, "seconds": seconds, "result": result, "stderr": proc.stderr[-4000:]}
+
+    def _run_here(self) -> dict[str, Any]:
+        from typer.testing import CliRunner
+
+        from forgetflow.cli import app
+
+        start = time.perf_counter()
+        out = CliRunner().invoke(app, ["--params", str(self.root / "params.yaml"), "batch", "run", "--json"])
+        seconds = time.perf_counter() - start
+        result = None
+        if out.exit_code == 0:
+            try:
+                result = json.loads(out.stdout)
+            except json.JSONDecodeError:
+                result = None
+        stderr = out.stderr + (f"\n{type(out.exception).__name__}: {out.exception}" if out.exception else "")
+        return {"rc": out.exit_code, "seconds": seconds, "result": result, "stderr": stderr[-4000:]}
 
     # ---- checks --------------------------------------------------------------------------------
     def check(self) -> list[str]:

@@ -34,7 +34,7 @@ def _api_url() -> str:
 @pytest.fixture(scope="module")
 def drill(prefect_harness, tmp_path_factory) -> Drill:
     """One digits project for every crash drill of this module (each drill files its own requests)."""
-    return Drill(tmp_path_factory.mktemp("drill") / "project", _api_url()).setup()
+    return Drill(tmp_path_factory.mktemp("drill") / "project", _api_url(), plain_in_process=True).setup()
 
 
 @pytest.mark.slow
@@ -62,9 +62,13 @@ def test_a_served_batch_recovers_a_batch_killed_inside_a_served_run(drill):
     killed = subprocess.run([sys.executable, "-c", code, params], cwd=drill.root, env=env, capture_output=True,
                             text=True, timeout=900)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    served = subprocess.run([sys.executable, "-c", code, params], cwd=drill.root, env=drill.env(),
-                            capture_output=True, text=True, timeout=900)
-    assert served.returncode == 0 and served.stdout.strip().endswith("done"), served.stderr[-2000:]
+    from flows.serving import scheduled_batch
+
+    dead = drill.project.open_ledger().running_batch()["batch_id"]
+    served = scheduled_batch(params_path=params)  # in this process: the same server, no interpreter start-up
+    assert served["status"] == "done", served
+    recovered = drill.project.open_ledger().batch(dead)
+    assert recovered["state"] == "failed" and "recovered" in recovered["error"]  # by the wait for the lock
     assert drill.check() == []
 
 
@@ -97,9 +101,6 @@ def test_batch_recover_cleans_up_a_killed_batch_without_running_one(drill):
     assert [v["version"] for v in tracking.versions(project)] == versions_before
     again = CliRunner().invoke(app, ["--params", str(drill.root / "params.yaml"), "batch", "recover"])
     assert again.exit_code == 0 and "no stale batch" in again.stdout
-    result = drill.run()
-    assert result["rc"] == 0 and result["result"]["status"] == "done", result["stderr"][-2000:]
-    assert drill.check() == []
 
 
 def _wait_for(predicate, seconds: float, what: str):
@@ -168,10 +169,6 @@ def test_sigterm_ends_a_batch_that_waits_for_the_gpu_and_gives_its_requests_back
     assert {book.get(r)["state"] for r in ids} == {"pending"}
     assert book.running_batch() is None and book.batch(row["batch_id"])["state"] == "failed"
     assert not list((project.state_dir / "candidates").glob("*"))
-    # the next batch takes them (and the leaked Prefect slot is no obstacle: its holder is gone)
-    result = drill.run()
-    assert result["rc"] == 0 and result["result"]["status"] == "done", result["stderr"][-2000:]
-    assert drill.check() == []
 
 
 @pytest.mark.slow
@@ -205,6 +202,8 @@ def test_a_batch_that_lost_its_lease_stops_without_writing(drill):
     assert {book.get(r)["state"] for r in ids} == {"pending"}  # untouched by the resumed process
     assert [v["version"] for v in tracking.versions(project)] == versions_before
     assert book.running_batch() is None and "recovered" in book.batch(row["batch_id"])["error"]
+    # the next batch takes every request left pending by this module's tests (and the leaked Prefect slot of
+    # the SIGTERM test is no obstacle: its holder is gone); then everything is consistent
     result = drill.run()
     assert result["rc"] == 0 and result["result"]["status"] == "done", result["stderr"][-2000:]
     assert drill.check() == []
