@@ -84,10 +84,13 @@ def recover(project: Project, force: bool = False) -> list[Recovered]:
             continue
         try:
             out.append(_recover_one(project, holder["batch_id"], holder["stale"]))
-        except BaseException as exc:
+        except Exception as exc:
             lease.stop()
             raise ForgetflowError(f"batch {holder['batch_id']} could not be recovered ({type(exc).__name__}: {exc}); "
                                   "it is retried by the next recovery") from exc
+        except BaseException:  # a signal or Ctrl-C: stop here, the next recovery starts again
+            lease.stop()
+            raise
     return out
 
 
