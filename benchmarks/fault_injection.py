@@ -151,7 +151,7 @@ class Drill:
         """Everything that must hold after a recovered batch; each problem is one line (empty: all well)."""
         from forgetflow.data import DatasetVersion
         from forgetflow.gpu_slots import holders
-        from tasks import audit, tracking, versioning
+        from tasks import receipt_audit, tracking, versioning
         from tasks.purge import _oid, scan_only
         from tasks.unlearn import gpu_slots_dir
 
@@ -173,7 +173,7 @@ class Drill:
         if doubled or sorted(per_request) != sorted(r for r in requests if requests[r]["state"] == "done"):
             problems.append(f"receipts per done request wrong: doubled {doubled}, "
                             f"{len(per_request)} receipted vs {sum(r['state'] == 'done' for r in requests.values())} done")
-        verified = audit.verify_receipts(project)
+        verified = receipt_audit.verify_receipts(project)
         if not verified.ok:
             problems.append(f"receipt verify: {verified.problems[:3]}")
 

@@ -88,6 +88,14 @@ def markdown(rows: Sequence[dict[str, Any]], group: str = "scenario") -> str:
     return "\n".join(out)
 
 
+def write_markdown(rows: Sequence[dict[str, Any]], path: Path, title: str, command: str, runner: str) -> str:
+    """Write ``results.md`` (title, the command, the runner, the tables); returns the tables."""
+    tables = markdown(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# {title}\n\nCommand: `{command}`  \nRunner: {runner}\n\n{tables}\n")
+    return tables
+
+
 def plots(rows: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
     """Write the plots for these rows into ``folder``; returns the files."""
     import matplotlib

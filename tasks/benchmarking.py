@@ -7,6 +7,7 @@ processes (Dask) rebuilds a setup from the cache instead of pickling models.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -15,6 +16,23 @@ from prefect.cache_policies import NO_CACHE
 from forgetflow import bench, pipeline
 from forgetflow.data import DatasetVersion, load_version, prepare_version
 from forgetflow.project import Project
+
+
+def publish_results(project: Project, name: str, folder: Path, rows: list[dict[str, Any]], runner: str,
+                    params: dict[str, Any]) -> tuple[str, str]:
+    """A benchmark's outputs: ``results.csv``, ``results.md``, the plots, and one MLflow run holding them all.
+
+    Returns the Markdown tables and the MLflow run id.
+    """
+    from forgetflow import bench_report
+    from tasks import tracking
+
+    csv_path = bench_report.write_csv(rows, folder / "results.csv")
+    md_path = folder / "results.md"
+    tables = bench_report.write_markdown(rows, md_path, name, params["command"], runner)
+    figures = bench_report.plots(rows, folder)
+    run_id = tracking.log_bench(project, name, rows, [csv_path, md_path, *figures], params)
+    return tables, run_id
 
 
 def bench_version(project: Project, dataset: str) -> DatasetVersion:

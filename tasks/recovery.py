@@ -219,13 +219,14 @@ def _roll_forward(project: Project, batch_id: str, journal: dict[str, Any], why:
     context = {**commit["context"], "purge": evidence,
                "completed_by": f"recovery by {owner_id()} after the batch process died ({why})"}
     written: list[Path] = []
-    paths = issue_receipts.fn(project, batch_id, commit["manifest"]["path"], commit["manifest"]["sha256"], context,
-                              commit["info"], written)
-    done.append(f"{len(paths)} receipt(s) issued, batch recorded done")
+    issued = issue_receipts.fn(project, batch_id, commit["manifest"]["path"], commit["manifest"]["sha256"], context,
+                               commit["info"], written)  # anchors the chain's head on the batch's MLflow run too
+    done.append(f"{len(issued.paths)} receipt(s) issued, batch recorded done")
     for path in _candidates(project, batch_id):
         path.unlink(missing_ok=True)
-    summary = {**commit.get("result", {}), "batch_id": batch_id, "status": "done", "receipts": paths,
-               "purge": evidence, "manifest": commit["manifest"], "completed_by": context["completed_by"],
+    summary = {**commit.get("result", {}), "batch_id": batch_id, "status": "done", "receipts": issued.paths,
+               "receipts_anchor": issued.anchor, "purge": evidence, "manifest": commit["manifest"],
+               "completed_by": context["completed_by"],
                "report": {"error": "not rendered: the batch was completed by recovery"}}
     write_batch_json(project, summary)
     return done

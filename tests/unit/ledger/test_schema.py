@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from forgetflow.config import REASONS
+from forgetflow.ledger.reasons import REASONS
 from forgetflow.errors import RequestError
 from forgetflow.ledger import Ledger, make_request, schema
 from forgetflow.ledger.requests import REASON_MAX_LENGTH
