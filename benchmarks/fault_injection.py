@@ -82,7 +82,10 @@ class Drill:
         return Project.load(self.root / "params.yaml")
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FORGETFLOW_")}
+        from forgetflow import faults
+
+        # the drill's own variables only; the rest (e.g. FORGETFLOW_TOMBSTONE_KEY) must match this process's
+        env = {k: v for k, v in os.environ.items() if k not in (faults.KILL_ENV, faults.STOP_ENV)}
         env.update({"PREFECT_API_URL": self.api_url, "PYTHONPATH": str(REPO), "PREFECT_LOGGING_LEVEL": "WARNING"})
         env.update(extra)
         return env
