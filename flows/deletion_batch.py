@@ -17,14 +17,15 @@ from typing import Any, Callable
 
 from prefect import flow, get_run_logger
 
-from forgetflow import runtime_env
+from forgetflow import faults, runtime_env
 from forgetflow.data.manifest import canonical_json
-from forgetflow.errors import BatchFailed, ForgetflowError
+from forgetflow.errors import BatchFailed, ForgetflowError, LeaseLost
+from forgetflow.ledger import lease
 from forgetflow.project import Project
 from forgetflow.training import Stopwatch
 from forgetflow.lineage import Erasure
 from forgetflow.policy import RETRAIN, UNLEARN
-from tasks import bootstrap, claims, tracking, versioning
+from tasks import bootstrap, claims, recovery, tracking, versioning
 from tasks import lineage as lineage_tasks
 from tasks.decision import decide_action, record_quality, retrain_after_gate_failure
 from tasks.erasure import erase
@@ -35,7 +36,7 @@ from tasks.purge import purge_erased
 from tasks.receipts import issue_receipts
 from tasks.reporting import publish_report, write_batch_json
 from tasks.retrain import retrain_candidate
-from tasks.unlearn import ensure_gpu_limit, unlearn_candidate
+from tasks.unlearn import unlearn_candidate
 
 STEPS = ("claim", "validate", "decide", "unlearn", "oracle", "evaluate", "register", "gate", "promote", "erase",
          "supersede", "quality", "purge", "receipts")
@@ -62,6 +63,7 @@ class Undo:
 
 
 def _inject(step: str, inject_failure: str | None) -> None:
+    lease.check_held()  # a batch that lost its lease on the batch lock stops at the next step boundary
     if inject_failure == step:
         raise RuntimeError(f"injected failure after step {step!r} (drill)")
 
@@ -92,23 +94,31 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
     if action is not None and action not in (UNLEARN, RETRAIN):
         raise ForgetflowError(f"action must be {UNLEARN} or {RETRAIN}, not {action!r}")
     batch_id = new_batch_id()
-    ensure_gpu_limit(project.params.batch.gpu_concurrency)
-    requests = claims.open_batch(project, batch_id)
-    if not requests:
-        return {"batch_id": None, "requests": [], "status": "nothing-to-do", "seconds": {"total": total()}}
-    undo = Undo()
-    written_receipts: list[Path] = []
     from prefect.runtime import flow_run
 
+    # what a dead batch left is cleaned first (tasks/recovery.py: rolled back, or forward past its purge)
+    clock = Stopwatch()
+    recovered = [r.describe() for r in recovery.recover(project)]
+    for line in recovered:
+        log.warning("recovered batch %s", line)
+    recovery_seconds = clock()
+    requests = claims.open_batch(project, batch_id, str(flow_run.id or "") or None)
+    if not requests:
+        return {"batch_id": None, "requests": [], "status": "nothing-to-do", "recovered": recovered,
+                "seconds": {"recover": recovery_seconds, "total": total()}}
+    recovery.tidy(project, batch_id)
+    undo = Undo()
+    written_receipts: list[Path] = []
     context: dict[str, Any] = {"flow_run_id": str(flow_run.id or ""), "flow_run_name": str(flow_run.name or ""),
                                "git_commit": versioning.git_commit_id(project.root),
                                "params_sha256": hashlib.sha256(canonical_json(project.params.model_dump(mode="json")).encode()).hexdigest()}
-    seconds: dict[str, float] = {}
+    seconds: dict[str, float] = {"recover": recovery_seconds}
     try:
         _inject("claim", inject_failure)
         clock = Stopwatch()
         resolved = resolve_and_validate(project, batch_id, requests)
         undo.push("manifest", lambda: (project.root / resolved.path).unlink(missing_ok=True))
+        faults.kill_point("validate")  # drill: the manifest is written, quarantines not yet recorded
         claims.quarantine(project, batch_id, resolved.quarantine)
         seconds["validate"] = clock()
         _inject("validate", inject_failure)
@@ -152,6 +162,7 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
         scores = evaluate_candidate(project, batch_id, resolved.path, candidate.path, candidate.champion_version, oracle,
                                     candidate_is_oracle=decision.action == RETRAIN)
         seconds["evaluate"] = clock()
+        faults.kill_point("evaluate")  # drill: the evaluation reports are written
         _inject("evaluate", inject_failure)
 
         registered = register_candidate(project, batch_id, resolved, candidate, scores, oracle, data_version, context,
@@ -194,10 +205,12 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
         previous_champion = None
         if promoted:
             previous_champion = promote(project, batch_id, registered.version, verdict, exact)
+            faults.kill_point("promote")  # drill: champion moved and recorded, not yet in the undo list
             undo.push("champion alias", lambda: tracking.restore_alias(project, tracking.CHAMPION, previous_champion))
         _inject("promote", inject_failure)
 
         saved = versioning.snapshot(project)
+        claims.journal(project, batch_id, data_before=saved)  # a crash from here on restores it (tasks/recovery.py)
         undo.push("dataset version", lambda: versioning.restore(project, saved))
         erased = erase(project, batch_id, forget_ids, saved)
         _inject("erase", inject_failure)
@@ -240,6 +253,14 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
                 "forget_samples": len(forget_ids), "model_version": registered.version,
                 "promoted": promoted, "data_version": erased.after["version"], "decision": decision.action}
         _inject("receipts", inject_failure)  # a drill at this step fails just before the receipts are issued
+        # the commit record: from here on a crash is rolled forward (purge again, receipts from this record)
+        claims.journal(project, batch_id, commit={
+            "manifest": {"path": resolved.path, "sha256": resolved.sha256}, "context": receipt_context,
+            "info": info, "result": {"requests": honoured, "quarantined": resolved.quarantine,
+                                     "forget_samples": len(forget_ids), "method": candidate.method,
+                                     "model_version": registered.version, "mlflow_run_id": registered.run_id,
+                                     "promoted": promoted, "champion_after": champion_after,
+                                     "decision": decision_record, "data_version": erased.after}})
         # The purge is the batch's commit point (docs/erasure.md): it runs after every step that can be undone,
         # and what it deletes cannot come back. Its checks come first; a failure (or the "purge" drill) before
         # its first deletion rolls back like any other step. Every receipt carries its evidence.
@@ -249,6 +270,14 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
                                 written_receipts)
         receipt_paths = issued.paths
     except BaseException as exc:
+        held = lease.held(batch_id, project.ledger_url)
+        if isinstance(exc, LeaseLost) or (held is not None and held.lost):
+            # another process recovered this batch and owns its clean-up: touch nothing more
+            if held is not None:
+                held.stop()
+            log.error("batch %s lost its lease and stopped; its recoverer cleans up", batch_id)
+            raise LeaseLost(f"batch {batch_id} lost its lease on the batch lock and stopped without touching "
+                            f"anything more (its recoverer rolls it back or forward): {exc}") from exc
         problems = undo.run(log)
         released = claims.fail_batch(project, batch_id, f"{type(exc).__name__}: {exc}")
         log.error("batch %s failed (%s); rolled back, %d request(s) pending again", batch_id, exc, released)
@@ -294,6 +323,7 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
         "receipts": receipt_paths,
         "receipts_anchor": issued.anchor,  # the chain's head after this batch, also on the MLflow run (tags)
         "outputs_file": outputs_file,
+        "recovered": recovered,
     }
     # the batch is committed (receipts issued); the report renders it, and a failure here is reported, not fatal
     try:

@@ -142,11 +142,24 @@ class RunnerParams(Strict):
 
 
 class BatchParams(Strict):
-    """How a deletion batch claims requests and treats invalid ones."""
+    """How a deletion batch claims requests, treats invalid ones, holds its lease and shares the GPU."""
 
     max_requests: int = Field(10_000, ge=1)
     on_invalid: Literal["quarantine", "stop"] = "quarantine"
-    gpu_concurrency: int = Field(1, ge=1, description="Prefect tag concurrency limit on tasks tagged 'gpu'")
+    gpu_concurrency: int = Field(1, ge=1, description="GPU tasks (tagged 'gpu') that may run at once: the number of "
+                                                      "GPU slot lock files (docs/operations.md)")
+    gpu_slots_dir: str | None = Field(None, description="folder of the GPU slot lock files; null = state/locks/gpu "
+                                                        "(a host-wide folder makes projects on one machine share them)")
+    lease_seconds: float = Field(60.0, ge=1.0, description="the batch lock is a lease: stale (recoverable from any "
+                                                           "host) this long after its last renewal")
+    heartbeat_seconds: float = Field(10.0, gt=0.0, description="how often the running batch renews its lease")
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> "BatchParams":
+        if self.heartbeat_seconds * 2 > self.lease_seconds:
+            raise ValueError(f"heartbeat_seconds ({self.heartbeat_seconds:g}) must be at most half of lease_seconds "
+                             f"({self.lease_seconds:g}): one late renewal must not lose the lease")
+        return self
 
 
 class UnlearnParams(Strict):

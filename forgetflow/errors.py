@@ -55,3 +55,7 @@ class PromotionRefused(ForgetflowError):
 
 class MethodDivergedError(ForgetflowError):
     """An unlearning method returned a model with non-finite weights (NaN or infinity)."""
+
+
+class LeaseLost(LedgerConflict):
+    """A batch's lease on the ledger's batch lock expired or was taken over: its process must stop writing."""

@@ -139,7 +139,11 @@ class Project:
         return self.state_dir / "prefect"
 
     def open_ledger(self):
-        """The project's request ledger (the folder of a relative SQLite file is created)."""
+        """The project's request ledger (the folder of a relative SQLite file is created).
+
+        Cheap: every ledger on one URL shares the process's engine, and the schema is brought up to date
+        once per process (``forgetflow/ledger/schema.py``).
+        """
         from forgetflow.ledger import Ledger
 
         url = self.ledger_url

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from forgetflow import pipeline
+from forgetflow import faults, pipeline
 from forgetflow.project import Project
 from tasks import versioning
 
@@ -27,6 +27,7 @@ def erase(project: Project, batch_id: str, forget_ids: list[str], saved_dvc: str
               "dvc_md5": versioning.data_md5(project)}
     new = version.without(forget_ids, batch_id, pipeline.tombstone_key(project))
     new.write(project.version_dir)
+    faults.kill_point("erase")  # drill: data/current holds the new version, data.dvc still the old one
     md5 = versioning.track_and_push(project)
     after = {"dataset": new.meta["dataset"], "version": new.version, "fingerprint": new.fingerprint, "dvc_md5": md5,
              "train_samples": new.meta["counts"]["train"], "erased_total": new.meta["erased"]}

@@ -18,7 +18,7 @@ from forgetflow.models import load_checkpoint
 from forgetflow.project import Project
 from forgetflow.runtime import resolve_device
 from tasks import tracking
-from tasks.unlearn import GPU_TAG
+from tasks.unlearn import gpu_task
 
 
 @dataclass
@@ -29,7 +29,7 @@ class OracleResult:
     key: str
 
 
-@task(name="train-oracle", tags=[GPU_TAG], cache_policy=NO_CACHE)
+@gpu_task("train-oracle")
 def train_oracle(project: Project, manifest_path: str, manifest_sha256: str) -> OracleResult:
     """Retrain from scratch on the retain set with the original recipe (or reuse the cached oracle)."""
     version = pipeline.current_version(project)

@@ -25,7 +25,7 @@ from tasks import tracking
 from tasks import lineage as lineage_tasks
 from tasks.claims import ledger
 from tasks.promotion import PROMOTION_TAG, actor, announce_awaiting
-from tasks.unlearn import GPU_TAG
+from tasks.unlearn import gpu_task
 
 METHOD = "oracle-audit"
 
@@ -52,11 +52,18 @@ class Measured:
 
 @task(name="audit-lock", cache_policy=NO_CACHE)
 def begin(project: Project, audit_id: str) -> None:
-    """Take the batch lock for the audit (fails with a one-line reason if a batch is running)."""
-    ledger(project).start_batch(audit_id)
+    """Take the batch lock for the audit (fails with a one-line reason if a batch is running).
+
+    What a dead batch or audit left is recovered first (tasks/recovery.py), as at the start of a batch.
+    """
+    from tasks import recovery
+    from tasks.claims import take_lock
+
+    recovery.recover(project)
+    take_lock(project, audit_id)
 
 
-@task(name="audit-measure", tags=[GPU_TAG], cache_policy=NO_CACHE)
+@gpu_task("audit-measure")
 def measure(project: Project, audit_id: str) -> Measured:
     """Retrain on the current version (cached per version), evaluate it and the champion, judge the drift."""
     version = pipeline.current_version(project, create=False)

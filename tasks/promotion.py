@@ -20,7 +20,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from forgetflow import lineage, policy
+from forgetflow import faults, lineage, policy
 from forgetflow.errors import PromotionRefused
 from forgetflow.gates import all_passed, evaluate_gates, failed, summary
 from forgetflow.models import load_checkpoint
@@ -107,6 +107,7 @@ def register_candidate(project: Project, batch_id: str, resolved: ResolvedBatch,
         files["reports/evaluation"] = project.root / scores.report_path
     run_name = f"batch-{batch_id}" + ("-retrain" if role == "retrain" else "")
     run_id, version = tracking.log_model_run(project, model, run_name, params, metrics, tags, documents, files)
+    faults.kill_point("register")  # drill: the version is registered, the challenger alias not yet moved
     what = "retrained model" if role == "retrain" else "unlearned model"
     previous = tracking.move_alias(project, ledger(project), tracking.CHALLENGER, version,
                                    f"{what} of batch {batch_id}", actor("deletion-batch flow"), batch_id)

@@ -41,7 +41,7 @@ from typing import Any, Iterator
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from forgetflow import pipeline, retention
+from forgetflow import faults, pipeline, retention
 from forgetflow.data import DatasetVersion
 from forgetflow.data.purge import MAX_LISTED, ScanReport, Targets, scan_object, strip_erased, targets_of
 from forgetflow.data.tombstones import KEY_FILE, TombstoneKey
@@ -130,6 +130,7 @@ def run_purge(project: Project, batch_id: str | None = None, fail_before_delete:
     removed: dict[str, Any] = {}
     if dvc:
         versioning.collect_garbage(project, use_remote, list(settings.keep_repos))
+        faults.kill_point("purge")  # drill: past the commit point, the evidence not yet gathered
         for store in ("cache", "remote") if use_remote else ("cache",):
             gone = sorted(set(before[store]) - set(versioning.stored_objects(project, store)))
             removed[store] = {"count": len(gone), "objects": [_oid(n) for n in gone[:MAX_REMOVED_LISTED]]}

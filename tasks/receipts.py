@@ -11,7 +11,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from forgetflow import pipeline, receipts
+from forgetflow import faults, pipeline, receipts
 from forgetflow.data import DatasetVersion
 from forgetflow.project import Project
 from tasks import tracking
@@ -54,6 +54,7 @@ def issue_receipts(project: Project, batch_id: str, manifest_path: str, manifest
         receipts.write(doc, path)
         written.append(path)
         docs.append(doc)
+        faults.kill_point("receipts")  # drill: a receipt file written, none recorded in the ledger
         rel = str(path.relative_to(project.root))
         rows.append({"seq": seq, "request_id": body["request"]["request_id"], "batch_id": batch_id,
                      "sha256": doc["sha256"], "prev_sha256": prev, "path": rel, "issued_at": now})

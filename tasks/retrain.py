@@ -10,17 +10,14 @@ from __future__ import annotations
 import dataclasses
 import shutil
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from forgetflow import pipeline
 from forgetflow.project import Project
 from forgetflow.runtime import RunContext
 from tasks.evaluate import OracleResult
-from tasks.unlearn import GPU_TAG, Candidate
+from tasks.unlearn import Candidate, gpu_task
 
 
-@task(name="retrain", tags=[GPU_TAG], cache_policy=NO_CACHE)
+@gpu_task("retrain")
 def retrain_candidate(project: Project, batch_id: str, oracle: OracleResult, champion_version: str,
                       request_ids: list[str], forget_samples: int) -> Candidate:
     """The batch's candidate is the retrained model (a copy of the oracle checkpoint the batch owns)."""

@@ -494,3 +494,19 @@ def receipt_anchors(project: Project) -> list[dict[str, Any]]:
 
 def _int_or_none(value: str | None) -> int | None:
     return int(value) if value not in (None, "", "None") and str(value).lstrip("-").isdigit() else None
+
+
+def runs_of(project: Project, batch_id: str) -> list[dict[str, Any]]:
+    """The runs of the project's experiment whose name holds ``batch_id`` (a batch's or an audit's runs)."""
+    experiment_id = configure(project)
+    found = client(project).search_runs([experiment_id], filter_string=f"attributes.run_name LIKE '%{batch_id}%'",
+                                        max_results=100)
+    return [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status, "tags": dict(r.data.tags)}
+            for r in found]
+
+
+def fail_run(project: Project, run_id: str) -> None:
+    """Mark a run of a rolled-back batch: tag ``forgetflow.rolled_back`` and status FAILED."""
+    c = client(project)
+    c.set_tag(run_id, "forgetflow.rolled_back", "true")
+    c.set_terminated(run_id, status="FAILED")

@@ -1,21 +1,31 @@
-"""The GPU task: load the champion, run the batch's method(s), keep the candidate checkpoint."""
+"""The GPU task: load the champion, run the batch's method(s), keep the candidate checkpoint.
+
+GPU tasks (this one, the oracle training, the retrain and the audit's measurement) are tagged ``gpu`` for
+Prefect's UI and hold a GPU slot while they run (:func:`gpu_task`): a lock file that dies with its holder
+(``forgetflow/gpu_slots.py`` says why that replaced Prefect's tag concurrency limit).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from forgetflow import pipeline
+from forgetflow import faults, pipeline
+from forgetflow.gpu_slots import gpu_slot
+from forgetflow.ledger import lease
 from forgetflow.models import save_checkpoint
 from forgetflow.project import Project
 from forgetflow.runtime import RunContext
 from tasks import tracking
 
 GPU_TAG = "gpu"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -33,15 +43,34 @@ class Candidate:
         return "+".join(p["method"] for p in self.phases)
 
 
-def ensure_gpu_limit(limit: int) -> None:
-    """Create (or update) the Prefect tag concurrency limit that serialises tasks tagged ``gpu``."""
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=limit)
+def gpu_slots_dir(project: Project) -> Path:
+    """The folder of the GPU slot lock files (``batch.gpu_slots_dir``, default ``state/locks/gpu``)."""
+    value = project.params.batch.gpu_slots_dir
+    return project.path(value) if value else project.state_dir / "locks" / "gpu"
 
 
-@task(name="unlearn", tags=[GPU_TAG], cache_policy=NO_CACHE)
+@contextlib.contextmanager
+def gpu(project: Project) -> Iterator[int]:
+    """Hold a GPU slot; while waiting for one, stop if this process's batch lost its lease."""
+    with gpu_slot(gpu_slots_dir(project), project.params.batch.gpu_concurrency, on_wait=lease.check_held) as slot:
+        yield slot
+
+
+def gpu_task(name: str) -> Callable[[F], F]:
+    """A Prefect task tagged ``gpu`` whose body runs holding a GPU slot (its first argument is the project)."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def holding_slot(project: Project, *args: Any, **kwargs: Any) -> Any:
+            with gpu(project):
+                return fn(project, *args, **kwargs)
+
+        return task(name=name, tags=[GPU_TAG], cache_policy=NO_CACHE)(holding_slot)  # type: ignore[return-value]
+
+    return decorate
+
+
+@gpu_task("unlearn")
 def unlearn_candidate(project: Project, batch_id: str, manifest_path: str, method: str | None,
                       overrides: dict[str, dict[str, Any]] | None = None) -> Candidate:
     """Unlearn the batch's forget set from the champion with the planned phases (methods)."""
@@ -55,4 +84,5 @@ def unlearn_candidate(project: Project, batch_id: str, manifest_path: str, metho
     outcome = pipeline.unlearn(project, model, splits, version, phases, overrides, run)
     path = project.state_dir / "candidates" / f"{batch_id}.pt"
     save_checkpoint(outcome.model, path)
+    faults.kill_point("unlearn")  # drill: dies holding the GPU slot, with the candidate written
     return Candidate(str(path), outcome.seconds, outcome.phases, champion, run.describe())

@@ -43,10 +43,15 @@ def run(
 
 
 @app.command("recover")
-def recover(force: Annotated[bool, typer.Option(help="also recover batches of live or remote owners")] = False) -> None:
-    """Fail batches whose process died and give their requests back."""
-    recovered = project().open_ledger().recover_stale(force=force)
-    typer.echo(f"recovered {len(recovered)} batch(es): {', '.join(recovered)}" if recovered else "no stale batch")
+def recover(force: Annotated[bool, typer.Option(help="also recover a batch whose lease is live")] = False,
+            as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False) -> None:
+    """Recover batches whose process died (rolled back, or forward past their purge) and tidy what they left."""
+    proj = project()
+    with stdout_to_stderr(as_json):
+        from tasks import recovery
+
+        result = recovery.recover_all(proj, force=force)
+    emit(result, as_json, lambda r: "\n".join(r["recovered"] + r["tidied"]) or "no stale batch, nothing to tidy")
 
 
 def demo() -> None:

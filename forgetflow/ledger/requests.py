@@ -34,6 +34,7 @@ from forgetflow.ledger.reasons import REASONS
 CSV_COLUMNS = ("request_id", "subject_id", "sample_id", "reason", "received_at")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
 CLOCK_SKEW = dt.timedelta(minutes=5)
+REASON_MAX_LENGTH = 32  # the width of the ledger's requests.reason column (PostgreSQL enforces it)
 DEFAULT_MAX_AGE_DAYS: float = IntakeParams.model_fields["max_age_days"].default
 
 
@@ -46,6 +47,12 @@ class ErasureRequest:
     received_at: dt.datetime  # timezone-aware, UTC
     subject_id: str | None = None
     sample_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # every path into the ledger builds this model: a reason the column cannot hold is refused here, the
+        # same on SQLite (which would store it) and PostgreSQL (which would fail mid-transaction)
+        if len(self.reason) > REASON_MAX_LENGTH:
+            raise RequestError(f"reason {self.reason[:40]!r} is longer than {REASON_MAX_LENGTH} characters")
 
     @property
     def content_sha256(self) -> str:

@@ -95,14 +95,14 @@ def test_batch_end_to_end(digits_project, prefect_harness):
     assert doc["data_version"]["after"]["version"] == 2
     assert receipt_audit.verify_receipts(project).ok
 
-    # GPU work is serialised by a Prefect tag concurrency limit
-    from prefect.client.orchestration import get_client
-
-    from tasks.unlearn import GPU_TAG, unlearn_candidate
+    # GPU work is serialised by GPU slot lock files (tagged gpu for Prefect's UI); the batch left none held
+    from forgetflow.gpu_slots import holders
+    from tasks.unlearn import GPU_TAG, gpu_slots_dir, unlearn_candidate
 
     assert GPU_TAG in unlearn_candidate.tags
-    with get_client(sync_client=True) as client:
-        assert client.read_concurrency_limit_by_tag(GPU_TAG).concurrency_limit == project.params.batch.gpu_concurrency
+    assert holders(gpu_slots_dir(project), project.params.batch.gpu_concurrency) == [None]
+    assert (gpu_slots_dir(project) / "slot-0.lock").exists()
+    assert project.open_ledger().running_batch() is None
 
     # tampering with a receipt breaks verification
     path = project.root / result["receipts"][1]

@@ -72,6 +72,21 @@ def test_concurrent_adds_of_the_same_requests_accept_each_once(pg_url):
     assert Ledger(pg_url).counts()["pending"] == 150
 
 
+def test_a_ledger_made_by_create_all_is_upgraded_in_place(pg_url):
+    """PostgreSQL enforces VARCHAR lengths: after the upgrade ``reason`` holds the longest allowed reason."""
+    from tests.unit.ledger.test_schema import check_upgrade_in_place
+
+    check_upgrade_in_place(pg_url)
+
+
+def test_a_new_ledger_has_exactly_the_declared_schema(pg_url):
+    from forgetflow.ledger import schema
+    from tests.unit.ledger.test_schema import _differences
+
+    assert schema.revision(Ledger(pg_url).engine) == schema.HEAD
+    assert _differences(pg_url) == []
+
+
 def test_only_one_process_takes_the_batch_lock(pg_url):
     Ledger(pg_url)
     with _pool(4) as pool:

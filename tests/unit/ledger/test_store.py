@@ -75,19 +75,35 @@ def test_concurrent_claims_never_share_a_request(tmp_path):
 
 
 def test_dead_owner_is_recovered(book):
-    book.add([_req(1)])
-    book.start_batch("b1")
-    book.claim("b1", 10)
-    import socket
+    """A holder whose process is gone on this host is stale at once, long before its lease expires."""
+    import subprocess
+    import sys
 
     from sqlalchemy import update
 
+    from forgetflow.ledger.lease import process_identity
     from forgetflow.ledger.store import batch_lock_t
 
-    with book.engine.begin() as conn:  # pretend the owner was a process on this host that no longer exists
-        conn.execute(update(batch_lock_t).values(owner=f"{socket.gethostname()}:999999"))
-    assert book.recover_stale() == ["b1"]
-    assert book.counts()["pending"] == 1
+    book.add([_req(1)])
+    book.start_batch("b1", lease_seconds=3600, heartbeat=False)
+    book.claim("b1", 10)
+    assert book.stale_holders() == []
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    identity = process_identity(child.pid)
+    child.kill()
+    child.wait()
+    with book.engine.begin() as conn:  # the lock as that process would have written it
+        conn.execute(update(batch_lock_t).values(owner_process=identity, owner=f"elsewhere:{child.pid}"))
+    stale = book.stale_holders()
+    assert [h["batch_id"] for h in stale] == ["b1"] and "is gone" in stale[0]["stale"]
+    lease = book.take_over("b1", stale[0]["token"], heartbeat=False)
+    assert lease is not None and book.take_over("b1", stale[0]["token"], heartbeat=False) is None  # once
+    lease.start()  # the recoverer renews (and fences with) the new token
+    try:
+        assert book.fail_batch("b1", "owner died") == 1
+    finally:
+        lease.stop()
+    assert book.counts()["pending"] == 1 and book.running_batch() is None
 
 
 def test_requeue_only_quarantined(book):
