@@ -125,7 +125,7 @@ class PurgeParams(Strict):
 
 
 class RunnerParams(Strict):
-    """Where Prefect runs the tasks of fan-out flows (benchmark, oracle trainings)."""
+    """Where Prefect runs the tasks of fan-out flows (benchmark cells and their oracles, reference models)."""
 
     kind: Literal["local", "dask"] = Field("local", description="local = threads in the flow's process; dask = prefect-dask")
     max_workers: int = Field(1, ge=1, description="local: threads (1 = one task at a time, for clean timings)")
@@ -327,6 +327,37 @@ class IntakeParams(Strict):
     workers: int = Field(1, ge=1, le=64, description="intake processes sharing the port (uvicorn workers)")
 
 
+class ReferenceParams(Strict):
+    """Reference models of the serving recipe and the per-sample attacks built on them (docs/verification.md)."""
+
+    enabled: bool = Field(True, description="train reference models per dataset version (`forgetflow train`, the audit, "
+                                            "`forgetflow references`) and run the per-sample attacks lira and rmia")
+    k: int = Field(8, ge=2, le=1024, description="reference models; even: every training sample is IN for exactly k/2 "
+                                                 "of them (8 small CNNs fit a 2-core CPU: docs/verification.md)")
+    seed: int = Field(0, ge=0, description="seed of the IN/OUT assignment and of the reference trainings")
+    attack: Literal["lira", "rmia"] = Field("lira", description="the per-sample attack the evidence uses")
+    on_missing: Literal["train", "skip"] = Field(
+        "train", description="a batch that finds no usable reference set: train one (and say so) or go without")
+    lira_mode: Literal["auto", "online", "offline"] = Field(
+        "auto", description="LiRA: online needs usable IN references for every scored sample; auto picks it then")
+    lira_variance: Literal["auto", "global", "per-sample"] = Field(
+        "auto", description="LiRA: one pooled variance, each sample's own, or auto (own only with lira_min_own references)")
+    lira_min_own: int = Field(16, ge=2, description="LiRA auto variance: per-sample only when every sample has this "
+                                                    "many usable references on the side in question")
+    rmia_gamma: float = Field(1.0, gt=0, description="RMIA: likelihood-ratio threshold gamma against population samples")
+    rmia_a: float = Field(0.3, ge=0, le=1, description="RMIA: offline correction p(x) = ((1+a) p_out(x) + 1 - a) / 2")
+    rmia_mode: Literal["auto", "online", "offline"] = Field("auto", description="RMIA: online uses IN references' p(x)")
+    rmia_population: int = Field(2500, ge=10, description="RMIA: population samples z (a seeded subset of the "
+                                                          "validation split, never trained on by any model)")
+
+    @field_validator("k")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError(f"k must be even (every training sample is IN for exactly k/2 references), not {value}")
+        return value
+
+
 class Params(Strict):
     """The whole of params.yaml."""
 
@@ -340,6 +371,7 @@ class Params(Strict):
     versioning: VersioningParams = Field(default_factory=VersioningParams)
     purge: PurgeParams = Field(default_factory=PurgeParams)
     runner: RunnerParams = Field(default_factory=RunnerParams)
+    references: ReferenceParams = Field(default_factory=ReferenceParams)
     batch: BatchParams = Field(default_factory=BatchParams)
     unlearn: UnlearnParams = Field(default_factory=UnlearnParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from forgetflow.data.samples import SampleSet
 from forgetflow.data.splits import Splits
 from forgetflow.metrics.mia import MIAS, MIAInputs, run_all
 from forgetflow.training import Outputs, outputs
+
+if TYPE_CHECKING:
+    from forgetflow.references import ReferenceContext
 
 SALUN_GAP_KEYS = ("forget_acc", "retain_acc", "test_acc", "mia_efficacy")  # |ΔUA| = |ΔFA|
 MUMIS_GAP_KEYS = ("retain_acc", "forget_acc", "test_acc")
@@ -85,8 +88,13 @@ def evaluate_model(
     max_shadow: int = 5000,
     seed: int = 0,
     mias: list[str] | None = None,
+    references: "ReferenceContext | None" = None,
 ) -> Evaluation:
-    """Forget/retain/test accuracy and every MIA convention (named by metric key) for one model."""
+    """Forget/retain/test accuracy and every MIA convention (named by metric key) for one model.
+
+    With ``references`` (a usable reference set; forgetflow/references.py) the per-sample conventions
+    ``lira`` and ``rmia`` run too; without, they are skipped.
+    """
     out = {name: outputs(model, s, batch_size, device) for name, s in
            (("forget", splits.forget), ("retain", splits.retain), ("test", splits.test))}
     unseen = outputs(model, splits.unseen, batch_size, device) if splits.unseen is not None else None
@@ -95,7 +103,9 @@ def evaluate_model(
         "retain_acc": out["retain"].accuracy,
         "test_acc": out["test"].accuracy,
     }
-    metrics.update(run_all(MIAInputs(out["forget"], out["retain"], out["test"], unseen, max_shadow, seed), mias))
+    ref_inputs = references.inputs(model, splits, device, batch_size) if references is not None else None
+    metrics.update(run_all(MIAInputs(out["forget"], out["retain"], out["test"], unseen, max_shadow, seed, ref_inputs),
+                           mias))
     if unseen is not None and not math.isnan(metrics.get("mia_unseen_acc", float("nan"))):
         metrics["nomus"] = nomus(metrics["test_acc"] / 100.0, metrics["mia_unseen_acc"])
     return Evaluation(metrics=metrics, forget=out["forget"], test=out["test"])

@@ -11,6 +11,10 @@
   per-sample loss on equal-size, seeded subsamples. 0.5 = indistinguishable.
 * ``mufac-unseen`` — MUFAC/MUCAC: logistic regression on the per-sample loss, forget vs unseen, 10-fold
   stratified shuffle split; reports the attack accuracy (the forgetting score is |acc - 0.5|).
+* ``lira`` / ``rmia`` — per-sample attacks calibrated with reference models (forgetflow/metrics/membership.py:
+  LiRA, Carlini et al. 2022; RMIA, Zarifzadeh et al. 2024): % of forget samples whose score exceeds the
+  threshold that never-seen test samples exceed at 1 % FPR under the same model. They run only when
+  ``MIAInputs.references`` is given (a reference set exists); otherwise they are skipped.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from forgetflow.metrics.membership import DETECT_FPR, ReferenceInputs, attack_scores, detected_share
 from forgetflow.registry import Registry
 from forgetflow.training import Outputs
 
@@ -33,6 +38,7 @@ class MIAInputs:
     unseen: Outputs | None = None
     max_shadow: int = 5000
     seed: int = 0
+    references: ReferenceInputs | None = None
 
 
 @dataclass(frozen=True)
@@ -41,14 +47,16 @@ class MIASpec:
     key: str  # the metric key it reports under
     convention: str
     fn: Callable[[MIAInputs], float]
+    needs_references: bool = False
 
 
 MIAS: Registry[MIASpec] = Registry("MIA convention")
 
 
-def _register(name: str, key: str, convention: str) -> Callable[[Callable[[MIAInputs], float]], Callable[[MIAInputs], float]]:
+def _register(name: str, key: str, convention: str, needs_references: bool = False
+              ) -> Callable[[Callable[[MIAInputs], float]], Callable[[MIAInputs], float]]:
     def deco(fn: Callable[[MIAInputs], float]) -> Callable[[MIAInputs], float]:
-        MIAS.add(name, MIASpec(name, key, convention, fn))
+        MIAS.add(name, MIASpec(name, key, convention, fn, needs_references))
         return fn
 
     return deco
@@ -137,12 +145,42 @@ def mufac_attack_accuracy(forget_loss: np.ndarray, unseen_loss: np.ndarray) -> f
     return float(cross_val_score(LogisticRegression(), x, y, cv=cv, scoring="accuracy").mean())
 
 
+@_register("lira", "lira_detected", "LiRA (Carlini et al. 2022) with the reference models: % forget samples above "
+                                    "the 1 %-FPR threshold of never-seen test samples", needs_references=True)
+def lira_detected(inp: MIAInputs) -> float:
+    return _detected("lira", inp)
+
+
+@_register("rmia", "rmia_detected", "RMIA (Zarifzadeh et al. 2024) with the reference models: % forget samples above "
+                                    "the 1 %-FPR threshold of never-seen test samples", needs_references=True)
+def rmia_detected(inp: MIAInputs) -> float:
+    return _detected("rmia", inp)
+
+
+def _detected(attack: str, inp: MIAInputs) -> float:
+    """Score forget and test samples in one call (one mode for both), then the forget share detected at 1 % FPR."""
+    from forgetflow.references import ReferenceView, logit_confidence
+
+    refs = inp.references
+    if refs is None or len(inp.forget.labels) == 0 or len(inp.test.labels) == 0:
+        return float("nan")
+    if attack == "rmia" and refs.population is None:
+        return float("nan")
+    phi = np.concatenate([logit_confidence(inp.forget.logits, inp.forget.labels),
+                          logit_confidence(inp.test.logits, inp.test.labels)])
+    scores, _ = attack_scores(attack, phi, ReferenceView.concat(refs.forget, refs.test), refs.settings, refs.population)
+    n = len(inp.forget.labels)
+    return detected_share(scores[:n], scores[n:], DETECT_FPR)
+
+
 def run_all(inp: MIAInputs, names: list[str] | None = None) -> dict[str, float]:
-    """Every (or the named) MIA convention's value under its metric key."""
+    """Every (or the named) MIA convention's value under its metric key (those that cannot run are skipped)."""
     out: dict[str, float] = {}
     for name in names or MIAS.names():
         spec = MIAS.get(name)
         if spec.name == "mufac-unseen" and inp.unseen is None:
+            continue
+        if spec.needs_references and inp.references is None:
             continue
         out[spec.key] = spec.fn(inp)
     return out
