@@ -196,6 +196,9 @@ class EvidenceParams(Strict):
     null_samples: int = Field(2000, ge=20, description="never-seen (test) samples scored as the null, at most; half set "
                                                        "the detection threshold, half measure the false-positive floor")
     power: float = Field(0.8, gt=0, lt=1, description="each gate states the smallest effect it catches with this power")
+    escalation_budget: float | None = Field(
+        2.0, gt=1, description="when the evidence still detects membership, unlearn again once with this multiple of "
+                               "the method's epochs before retraining; null = retrain at once (retrain.on_gate_failure)")
 
 
 class UtilityGate(Strict):

@@ -37,14 +37,25 @@ model that never saw them, which makes their test conservative, not liberal.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
 
 from forgetflow.errors import DataError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from forgetflow.config import EvidenceParams
+    from forgetflow.data.samples import SampleSet
+    from forgetflow.references import ReferenceContext, ReferenceSet
 
 DETECTABLE = "still detectable"
 NOT_DETECTABLE = "not detectable"
@@ -402,3 +413,259 @@ def _num(value: float | None) -> float | None:
         return None
     v = float(value)
     return v if math.isfinite(v) else None
+
+
+# ---- scoring models and the stored record ------------------------------------------------------------
+ROLES = ("after", "before", "oracle")  # the unlearned candidate, the serving model before it, the retrained oracle
+
+
+@dataclass(frozen=True)
+class NullSample:
+    """The never-seen samples scored as the null, and which of them calibrate the detection threshold."""
+
+    samples: "SampleSet"
+    calibration: np.ndarray
+
+
+def null_sample(test: "SampleSet", size: int, seed: int) -> NullSample:
+    """A seeded choice of at most ``size`` test samples (in id order), split in a calibration and a floor half."""
+    n = min(size, len(test))
+    if n < 2:
+        raise DataError(f"membership evidence needs never-seen samples; the test split has {len(test)}")
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(test), n, replace=False))
+    order = np.argsort(test.ids[chosen], kind="stable")
+    return NullSample(test.subset(chosen[order]), split_null(n, seed + 1))
+
+
+def reference_sha256(refs: "ReferenceSet") -> str:
+    """Content hash of a reference set: its sample ids, membership and every reference's φ."""
+    h = hashlib.sha256()
+    h.update("\n".join(str(s) for s in refs.ids).encode())
+    h.update(np.ascontiguousarray(refs.member).tobytes())
+    h.update(np.ascontiguousarray(refs.phi.astype(np.float32)).tobytes())
+    return h.hexdigest()
+
+
+def score_model(model: "nn.Module", forget: "SampleSet", null: "SampleSet", context: "ReferenceContext", attack: str,
+                val: "SampleSet | None" = None, device: Any = "cpu", batch_size: int = 1024
+                ) -> tuple[np.ndarray, np.ndarray, str]:
+    """One model's attack scores on the forget samples and the null, in one call (one attack mode for both).
+
+    The forget samples are scored with their OUT references only (they are being erased), exactly like the
+    never-seen null samples; the references' φ were computed when they were trained, so this runs only the
+    target model. Returns (forget scores, null scores, the attack's mode).
+    """
+    from forgetflow.data.samples import SampleSet
+    from forgetflow.metrics.membership import attack_scores
+    from forgetflow.references import ReferenceView, logit_confidence
+    from forgetflow.training import outputs
+
+    both = SampleSet.concat(forget, null)
+    out = outputs(model, both, batch_size, device)
+    phi = logit_confidence(out.logits, out.labels)
+    out_only = set(context.out_only) | {str(s) for s in forget.ids}
+    view = ReferenceView.concat(context.refs.view(forget.ids, out_only), context.refs.view(null.ids, context.out_only))
+    population = context.population(model, val, device, batch_size) if attack == "rmia" else None
+    scores, mode = attack_scores(attack, phi, view, context.settings, population)
+    n = len(forget)
+    return scores[:n], scores[n:], str(mode)
+
+
+@dataclass
+class EvidenceRecord:
+    """Everything measured for a batch's evidence: scores per model, the null, the references, the timings.
+
+    The record is what gets stored (``evidence.json``) and what a re-check reads: :meth:`assess` decides from
+    it with the α and FPR of the day, so a verdict can always be recomputed from stored numbers.
+    """
+
+    attack: str
+    mode: str
+    k: int
+    reference: dict[str, Any]
+    requests: dict[str, list[str]]
+    forget_ids: list[str]
+    null_ids: list[str]
+    calibration: np.ndarray
+    scores: dict[str, dict[str, np.ndarray]]  # role -> {"forget": (n,), "null": (m,)}
+    seconds: dict[str, float]
+
+    def assess(self, params: "EvidenceParams") -> dict[str, ModelEvidence]:
+        """The evidence of every scored model at ``params``' α, FPR and power."""
+        return {role: assess(s["forget"], self.forget_ids, self.requests, s["null"], self.calibration, params.alpha,
+                             params.fpr, params.power) for role, s in self.scores.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"attack": self.attack, "mode": self.mode, "k": self.k, "reference": self.reference,
+                "requests": self.requests, "forget_ids": self.forget_ids, "null_ids": self.null_ids,
+                "calibration": [bool(c) for c in self.calibration], "seconds": self.seconds,
+                "scores": {role: {side: [float(v) for v in arr] for side, arr in s.items()}
+                           for role, s in self.scores.items()}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "EvidenceRecord":
+        try:
+            return cls(data["attack"], data["mode"], int(data["k"]), dict(data["reference"]),
+                       {r: list(v) for r, v in data["requests"].items()}, list(data["forget_ids"]),
+                       list(data["null_ids"]), np.asarray(data["calibration"], dtype=bool),
+                       {role: {side: np.asarray(v, dtype=np.float64) for side, v in s.items()}
+                        for role, s in data["scores"].items()}, dict(data["seconds"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"not an evidence record ({type(exc).__name__}: {exc})") from exc
+
+
+def measure(models: Mapping[str, "nn.Module"], forget: "SampleSet", requests: Mapping[str, Sequence[str]],
+            null: NullSample, context: "ReferenceContext", attack: str, val: "SampleSet | None" = None,
+            device: Any = "cpu", batch_size: int = 1024) -> EvidenceRecord:
+    """Score every model of ``models`` (roles from :data:`ROLES`) and keep what a decision needs.
+
+    ``seconds[role]`` is the wall time of scoring that model (its forward pass on the forget set and the null,
+    and the attack over K references): the verification cost of a batch is ``seconds["after"]``.
+    """
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    seconds: dict[str, float] = {}
+    mode = ""
+    for role, model in models.items():
+        if role not in ROLES:
+            raise DataError(f"membership evidence: unknown model role {role!r} (known: {', '.join(ROLES)})")
+        start = time.perf_counter()
+        f, n, mode = score_model(model, forget, null.samples, context, attack, val, device, batch_size)
+        seconds[role] = time.perf_counter() - start
+        scores[role] = {"forget": f, "null": n}
+    refs = context.refs
+    reference = {"key": refs.key, "sha256": reference_sha256(refs), "seed": refs.seed, "k": refs.k,
+                 "dataset": refs.dataset, "version": refs.version, "fingerprint": refs.fingerprint,
+                 "erased_since": len(context.out_only)}
+    return EvidenceRecord(attack, mode, refs.k, reference, {r: list(v) for r, v in requests.items()},
+                          [str(s) for s in forget.ids], [str(s) for s in null.samples.ids], null.calibration, scores,
+                          seconds)
+
+
+def summarise(record: EvidenceRecord, assessed: Mapping[str, ModelEvidence]) -> dict[str, Any]:
+    """The batch result's ``evidence``: per-request rows (after, before, oracle), the batch shares, the notes."""
+    after = assessed["after"]
+    oracle = assessed.get("oracle")
+    batch = dict(after.batch)
+    for role in ("before", "oracle"):
+        if role in assessed:
+            b = assessed[role].batch
+            batch[role] = {k: b[k] for k in ("detected", "samples", "share", "ci", "p_value", "adjusted_p",
+                                             "distinguishable")}
+    return {
+        "attack": record.attack, "mode": record.mode, "k": record.k, "reference": record.reference,
+        "alpha": after.alpha, "fpr": after.fpr, "power": after.power, "family_size": after.family_size,
+        "null_size": after.null_size, "threshold": _num(after.threshold),
+        "requests": combine(after, assessed.get("before"), oracle), "batch": batch,
+        "detectable_requests": after.detectable_requests, "forgetting_passed": after.forgetting_passed,
+        "privacy_passed": after.privacy_passed, "notes": after.notes,
+        "seconds": {role: round(v, 4) for role, v in record.seconds.items()},
+    }
+
+
+def gate_input(record: EvidenceRecord, assessed: Mapping[str, ModelEvidence]) -> dict[str, Any]:
+    """What the forgetting and privacy gates read: the candidate's evidence, the attack, K, the oracle's share."""
+    out = {**assessed["after"].as_dict(), "attack": record.attack, "k": record.k, "mode": record.mode}
+    if "oracle" in assessed:
+        out["oracle_share"] = assessed["oracle"].batch["share"]
+    return out
+
+
+# ---- receipts -------------------------------------------------------------------------------------------
+def receipt_entries(record: EvidenceRecord, assessed: Mapping[str, ModelEvidence]) -> dict[str, dict[str, Any]]:
+    """Per request, the evidence its receipt carries: attack, K, the reference set's hash and split seed, the
+    scores and p-values of its samples, the combined and Holm-adjusted p-values, the verdict at α, and the
+    family of p-values Holm corrected over, so that :func:`check_receipt` can recompute the verdict."""
+    after = assessed["after"]
+    before = {r["request_id"]: r for r in assessed["before"].requests} if "before" in assessed else {}
+    family = [r["p_value"] for r in after.requests] + [after.batch["p_value"]]
+    out = {}
+    for i, r in enumerate(after.requests):
+        b = before.get(r["request_id"])
+        out[r["request_id"]] = {
+            "attack": record.attack, "mode": record.mode, "k": record.k, "reference_key": record.reference["key"],
+            "reference_sha256": record.reference["sha256"], "reference_seed": record.reference["seed"],
+            "alpha": after.alpha, "fpr": after.fpr, "null_size": after.null_size,
+            "sample_ids": r["sample_ids"], "scores": r["scores"], "p_values": r["p_values"],
+            "p_value": r["p_value"], "adjusted_p": r["adjusted_p"], "verdict": r["verdict"], "can_fail": r["can_fail"],
+            "family_p_values": family, "family_index": i,
+            "before": None if b is None else {"p_value": b["p_value"], "adjusted_p": b["adjusted_p"],
+                                              "verdict": b["verdict"]},
+            "statement": statement(r, b),
+        }
+    return out
+
+
+def check_receipt(doc: Mapping[str, Any]) -> list[str]:
+    """Recompute a receipt's evidence verdict from its own numbers; every inconsistency is one line.
+
+    Fisher's combination of the per-sample p-values must give the request's p-value, which must sit at its
+    place in the family; Holm over the family must give the adjusted p-value; the verdict must be what the
+    adjusted p-value and α say. A receipt without evidence has nothing to check.
+    """
+    ev = doc.get("evidence")
+    if not ev:
+        return []
+    try:
+        alpha = float(ev["alpha"])
+        family = np.asarray(ev["family_p_values"], dtype=np.float64)
+        index = int(ev["family_index"])
+        p_value, adjusted_p = float(ev["p_value"]), float(ev["adjusted_p"])
+        combined = fisher_combine(ev["p_values"])
+        adjusted = holm(family, alpha)[0][index]
+    except (KeyError, TypeError, ValueError, IndexError, DataError) as exc:
+        return [f"evidence is malformed ({type(exc).__name__}: {exc})"]
+    problems = []
+    if not math.isclose(combined, p_value, rel_tol=1e-9, abs_tol=1e-300):
+        problems.append(f"evidence: the samples' p-values combine to {combined:.6g}, the receipt says {p_value:.6g}")
+    if not math.isclose(family[index], p_value, rel_tol=1e-12, abs_tol=1e-300):
+        problems.append("evidence: the request's p-value is not the one Holm corrected")
+    if not math.isclose(adjusted, adjusted_p, rel_tol=1e-9, abs_tol=1e-300):
+        problems.append(f"evidence: Holm gives an adjusted p-value of {adjusted:.6g}, the receipt says {adjusted_p:.6g}")
+    expected = DETECTABLE if adjusted <= alpha else NOT_DETECTABLE
+    if ev.get("verdict") != expected:
+        problems.append(f"evidence: verdict {ev.get('verdict')!r} contradicts its numbers (adjusted p {adjusted:.4g} "
+                        f"{'≤' if adjusted <= alpha else '>'} α {alpha:g}: {expected})")
+    return problems
+
+
+def write_record(path: Path, record: EvidenceRecord, extra: Mapping[str, Any] | None = None) -> Path:
+    """Store a record (with readable extras such as the batch summary) as JSON, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({**(extra or {}), "record": record.to_json()}, indent=1))
+    tmp.replace(path)
+    return path
+
+
+def read_record(path: Path) -> EvidenceRecord | None:
+    """A stored record, or None when the file does not exist."""
+    if not path.exists():
+        return None
+    return EvidenceRecord.from_json(json.loads(path.read_text())["record"])
+
+
+def check_receipt_record(doc: Mapping[str, Any], root: Path) -> list[str]:
+    """A receipt's evidence against the batch's stored record (``evidence.record``, relative to ``root``),
+    decided again at the α and FPR the receipt states: the verdict and numbers must be the record's."""
+    ev = doc.get("evidence")
+    if not ev:
+        return []
+    rel = ev.get("record")
+    try:
+        record = read_record(root / rel) if rel else None
+    except (OSError, ValueError, DataError) as exc:
+        return [f"evidence: the batch's evidence record {rel} is unreadable ({exc})"]
+    if record is None:
+        return [f"evidence: the batch's evidence record {rel} is missing"]
+    from forgetflow.config import EvidenceParams
+
+    try:
+        settings = EvidenceParams(alpha=ev["alpha"], fpr=ev["fpr"])
+    except Exception as exc:  # noqa: BLE001 - a receipt with impossible settings is the finding
+        return [f"evidence: alpha/fpr of the receipt are not valid settings ({exc})"]
+    stored = receipt_entries(record, record.assess(settings)).get((doc.get("request") or {}).get("request_id"))
+    if stored is None:
+        return [f"evidence: the stored record {rel} has no entry for this request"]
+    return [f"evidence: {key} {ev.get(key)!r} differs from the batch's stored record ({stored[key]!r})"
+            for key in ("verdict", "p_value", "adjusted_p", "reference_sha256", "attack", "k") if stored[key] != ev.get(key)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from forgetflow import receipts
+from forgetflow import evidence, receipts
 from forgetflow.project import Project
 from tasks import tracking
 from tasks.claims import ledger
@@ -15,7 +15,8 @@ def verify_receipts(project: Project) -> receipts.Verification:
     book = ledger(project)
     rows = book.receipts()
     versions = {(v["dataset"], v["version"]): v for v in book.versions()}
-    checks = [receipts.check_manifest_link(project.root), _ledger_link(book, versions), _mlflow_link(project)]
+    checks = [receipts.check_manifest_link(project.root), _ledger_link(book, versions), _mlflow_link(project),
+              evidence.check_receipt, lambda doc: evidence.check_receipt_record(doc, project.root)]
     result = receipts.verify(rows, project.root, checks)
     on_disk = sorted(p.name for p in project.receipts_dir.glob("*.json")) if project.receipts_dir.exists() else []
     known = {project.root.joinpath(r["path"]).name for r in rows}

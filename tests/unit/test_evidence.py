@@ -151,3 +151,69 @@ def test_combine_states_when_the_original_had_nothing_to_remove():
     assert all(not r["memorised_before"] and "already treated these samples like unseen" in r["statement"] for r in rows)
     rows = E.combine(after, before_memorised)
     assert all(r["memorised_before"] and r["statement"].startswith("Detectable before") for r in rows)
+
+
+# ---- the stored record, receipts and the report --------------------------------------------------------
+def _record(shift_after: float = 0.0, shift_before: float = 5.0, oracle: bool = True) -> E.EvidenceRecord:
+    rng = np.random.default_rng(7)
+    ids = [f"s{i:02d}" for i in range(12)]
+    requests = {"r1": ids[:3], "r2": ids[3:9], "r3": ids[9:]}
+    m = 1000
+    roles = {"after": shift_after, "before": shift_before, **({"oracle": 0.0} if oracle else {})}
+    scores = {role: {"forget": rng.normal(size=12) + shift, "null": rng.normal(size=m)} for role, shift in roles.items()}
+    return E.EvidenceRecord("lira", "offline", 8, {"key": "refs-abc", "sha256": "f" * 64, "seed": 3, "k": 8},
+                            requests, ids, [f"t{i}" for i in range(m)], E.split_null(m, 1), scores,
+                            {role: 0.01 for role in roles})
+
+
+def test_record_round_trip_and_recheck_decide_alike(tmp_path):
+    from forgetflow.config import EvidenceParams
+
+    record = _record(shift_after=6.0)
+    path = E.write_record(tmp_path / "evidence.json", record, {"batch_id": "b1"})
+    again = E.read_record(path)
+    settings = EvidenceParams()
+    first, second = record.assess(settings)["after"].as_dict(), again.assess(settings)["after"].as_dict()
+    assert first == second and first["detectable_requests"] == ["r1", "r2", "r3"]
+    assert E.read_record(tmp_path / "missing.json") is None
+
+
+def test_receipt_entries_verify_and_an_altered_verdict_does_not(tmp_path):
+    from forgetflow.config import EvidenceParams
+
+    record = _record(shift_after=0.0)
+    assessed = record.assess(EvidenceParams())
+    entries = E.receipt_entries(record, assessed)
+    entry = entries["r2"]
+    assert (entry["attack"], entry["k"], entry["reference_seed"], entry["reference_sha256"]) == ("lira", 8, 3, "f" * 64)
+    assert entry["verdict"] == E.NOT_DETECTABLE and len(entry["scores"]) == 6 and entry["alpha"] == 0.05
+    assert entry["before"]["verdict"] == E.DETECTABLE and "Detectable before unlearning" in entry["statement"]
+    doc = {"request": {"request_id": "r2"}, "evidence": {**entry, "record": "evidence.json"}}
+    E.write_record(tmp_path / "evidence.json", record)
+    assert E.check_receipt(doc) == [] and E.check_receipt_record(doc, tmp_path) == []
+
+    altered = {**doc, "evidence": {**doc["evidence"], "verdict": E.DETECTABLE}}
+    assert any("contradicts its numbers" in p for p in E.check_receipt(altered))
+    assert any("verdict" in p and "stored record" in p for p in E.check_receipt_record(altered, tmp_path))
+    # altering the verdict together with the numbers it follows from still disagrees with the stored record
+    forged = {**doc, "evidence": {**doc["evidence"], "verdict": E.DETECTABLE, "adjusted_p": 0.001, "p_value": 0.0002,
+                                  "p_values": [0.0002]}}
+    assert E.check_receipt(forged) and E.check_receipt_record(forged, tmp_path)
+    assert E.check_receipt_record({**doc, "evidence": {**entry, "record": "gone.json"}}, tmp_path)[0].endswith("missing")
+
+
+def test_report_shows_the_per_request_table_and_the_score_plot():
+    from forgetflow.config import EvidenceParams
+    from forgetflow.report import evidence_lines, render_html, render_markdown
+
+    record = _record(shift_after=0.0, shift_before=0.0)
+    assessed = record.assess(EvidenceParams())
+    ev = E.summarise(record, assessed)
+    doc = {"batch_id": "b1", "metrics": {"test_acc": 90.0}, "evidence": ev, "requests_detail": [], "gates": {}}
+    html = render_html(doc, None, record.to_json()["scores"])
+    assert html.count("<code>r1</code>") == 1 and "not detectable" in html
+    assert "already treated these samples like unseen data" in html  # nothing was memorised before either
+    assert html.count("data:image/png;base64,") == 1 and "Membership scores" in html
+    assert "| r3 | 3 |" in render_markdown(doc, "report.html")
+    assert evidence_lines(ev)[0].startswith("  evidence (lira, K=8, α=0.05): 0 of 3 request(s) still detectable")
+    assert "No membership evidence was computed" in render_html({**doc, "evidence": None})
