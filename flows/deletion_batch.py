@@ -26,6 +26,7 @@ from forgetflow.project import Project
 from forgetflow.training import Stopwatch
 from forgetflow.lineage import Erasure
 from forgetflow.policy import FULL_RETRAIN_METRIC, RETRAIN, UNLEARN
+from flows.references import usable_or_train
 from tasks import bootstrap, claims, tracking, versioning
 from tasks import lineage as lineage_tasks
 from tasks.decision import (decide_action, escalate_after_evidence, last_full_retrain, record_quality,
@@ -131,6 +132,13 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
         champion_before = decision.measures["champion_version"]
         _inject("decide", inject_failure)
 
+        # the reference models the evidence needs: found, or trained now (it says so) before anything waits on them
+        selection = None
+        if project.params.evidence.enabled:
+            clock = Stopwatch()
+            selection = usable_or_train(params_path, overrides)
+            seconds["references"] = clock()
+
         oracle = None
         if decision.action == UNLEARN:
             candidate = unlearn_candidate(project, batch_id, resolved.path, method)
@@ -154,7 +162,7 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
 
         retrain_reference = last_full_retrain(project)  # read before this batch records a retrain of its own
         judged = _judge(project, batch_id, resolved, candidate, oracle, decision, data_version, context, seconds,
-                        retrain_reference, undo, candidate_is_oracle=decision.action == RETRAIN,
+                        retrain_reference, undo, selection, candidate_is_oracle=decision.action == RETRAIN,
                         inject_failure=inject_failure)
         attempts: list[dict[str, Any]] = []  # unlearned models that failed the gates (kept in the registry)
         escalation = escalate_after_evidence(project, decision, judged.verdict.gates, candidate.phases,
@@ -168,7 +176,7 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
             # the cost gate judges everything this batch spent on unlearning, both attempts
             candidate = dataclasses.replace(candidate, seconds=spent + candidate.seconds)
             judged = _judge(project, batch_id, resolved, candidate, oracle, decision, data_version, context, seconds,
-                            retrain_reference, undo, label="-escalated")
+                            retrain_reference, undo, selection, label="-escalated")
         retry = retrain_after_gate_failure(project, decision, judged.verdict.failed, judged.registered.version) \
             if not judged.verdict.passed else None
         if retry is not None:  # unlearning did not pass: the exact retrain replaces it (the attempts stay on record)
@@ -183,7 +191,7 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
             undo.push("retrain file", lambda c=candidate: Path(c.path).unlink(missing_ok=True))
             seconds["retrain"] = candidate.seconds
             judged = _judge(project, batch_id, resolved, candidate, oracle, decision, data_version, context, seconds,
-                            retrain_reference, undo, candidate_is_oracle=True, label="-retrain")
+                            retrain_reference, undo, selection, candidate_is_oracle=True, label="-retrain")
         scores, verified, registered, verdict = judged.scores, judged.verified, judged.registered, judged.verdict
         outputs_file = judged.outputs_file
         rejected = attempts[0] if attempts else None
@@ -339,7 +347,7 @@ class Judged:
 
 def _judge(project: Project, batch_id: str, resolved: Any, candidate: Any, oracle: Any, decision: Any,
            data_version: dict[str, Any], context: dict[str, Any], seconds: dict[str, float],
-           retrain_reference: tuple[float | None, str], undo: Undo, candidate_is_oracle: bool = False,
+           retrain_reference: tuple[float | None, str], undo: Undo, selection: Any, candidate_is_oracle: bool = False,
            label: str = "", inject_failure: str | None = None) -> Judged:
     """Evaluate, verify, register and gate one candidate (the first attempt, an escalation or the retrain)."""
     clock = Stopwatch()
@@ -349,12 +357,10 @@ def _judge(project: Project, batch_id: str, resolved: Any, candidate: Any, oracl
     _inject("evaluate", inject_failure)
     clock = Stopwatch()
     verified = verify_candidate(project, batch_id, resolved.path, candidate.path, candidate.champion_version, oracle,
-                                candidate_is_oracle=candidate_is_oracle, label=label)
+                                selection, candidate_is_oracle=candidate_is_oracle, label=label)
     seconds[f"verify_total{label}"] = clock()
     if verified is not None:
         seconds[f"verify{label}"] = verified.seconds
-        if verified.references.get("trained_now"):
-            seconds["references"] = verified.references["train_seconds"]
     retrain = decision.action == RETRAIN
     registered = register_candidate(project, batch_id, resolved, candidate, scores, oracle, data_version, context,
                                     role="retrain" if retrain else "unlearned", decision=decision.as_dict(),

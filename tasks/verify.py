@@ -4,13 +4,11 @@ The candidate (after unlearning), the champion (before it) and the oracle (when 
 configured attack (``references.attack``) on the forget samples and a never-seen null sample
 (``forgetflow/evidence.py``); the record goes to ``state/reports/<batch>/evidence.json`` (the numbers every
 verdict can be recomputed from), and the task returns what the gates, the receipts and the batch result
-need. The reference set is the newest usable one for the current dataset version; when there is none the
-batch trains one and says so (``references.on_missing: train``), or goes without evidence (``skip``).
+need. The reference set is the one the flow found or trained before unlearning (``flows/references.py``).
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,16 +17,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from forgetflow import evidence, pipeline, references
-from forgetflow.errors import DataError
 from forgetflow.models import load_checkpoint
 from forgetflow.project import Project
 from forgetflow.runtime import resolve_device
-from forgetflow.training import Stopwatch
 from tasks import tracking
 from tasks.evaluate import OracleResult
 from tasks.unlearn import GPU_TAG
 
-log = logging.getLogger(__name__)
 EVIDENCE_JSON = "evidence{label}.json"
 
 
@@ -41,51 +36,29 @@ class Verified:
     gate: dict[str, Any]
     receipts: dict[str, dict[str, Any]]
     seconds: float  # scoring the forget set and the null under the candidate (its K references precomputed)
-    references: dict[str, Any] = field(default_factory=dict)
-
-
-def reference_context(project: Project, version: Any, why: str) -> tuple[references.ReferenceContext | None,
-                                                                          dict[str, Any]]:
-    """The usable reference set for ``version`` (trained now when there is none and policy says so)."""
-    settings = project.params.references
-    if not settings.enabled:
-        return None, {"status": "disabled (references.enabled: false)"}
-    selection = references.project_usable(project, version)
-    info: dict[str, Any] = {"trained_now": False, "train_seconds": 0.0}
-    if selection is None:
-        if settings.on_missing == "skip":
-            return None, {"status": "none usable for this dataset version (references.on_missing: skip)"}
-        clock = Stopwatch()
-        log.warning("no usable reference set for %s: training %d reference models now (%s)", version.label, settings.k,
-                    why)
-        references.project_train(project, version, reason=why)
-        selection = references.project_usable(project, version)
-        if selection is None:
-            raise DataError(f"{version.label}: reference models were trained but no usable set was found")
-        info = {"trained_now": True, "train_seconds": round(clock(), 3)}
-    info.update({"status": "current" if selection.current else f"{len(selection.out_only)} sample(s) erased since",
-                 **selection.describe()})
-    return references.ReferenceContext.of(selection, settings), info
+    references: dict[str, Any] = field(default_factory=dict)  # which set, of which version, erased since
 
 
 @task(name="verify", tags=[GPU_TAG], cache_policy=NO_CACHE)
 def verify_candidate(project: Project, batch_id: str, manifest_path: str, candidate_path: str, champion_version: str,
-                     oracle: OracleResult | None, candidate_is_oracle: bool = False, label: str = "") -> Verified | None:
-    """Score the candidate, the champion and the oracle; store and assess the evidence (None when switched off).
+                     oracle: OracleResult | None, selection: references.Selection | None,
+                     candidate_is_oracle: bool = False, label: str = "") -> Verified | None:
+    """Score the candidate, the champion and the oracle; store and assess the evidence.
 
+    ``selection`` is the reference set the flow found or trained (``flows/references.py::usable_or_train``);
+    None (evidence or references switched off, or none and ``references.on_missing: skip``) = no evidence.
     ``seconds`` of the result is the verification cost the demo target is about: the candidate's forward pass
     on the forget set and the null, and the attack over the K precomputed reference scores.
     """
     params = project.params
-    if not params.evidence.enabled:
+    if not params.evidence.enabled or selection is None:
         return None
     version = pipeline.current_version(project)
     manifest = pipeline.Manifest.read(project.root / manifest_path)
     splits = pipeline.splits_for(version, manifest)
-    context, info = reference_context(project, version, f"batch {batch_id}")
-    if context is None:
-        log.warning("batch %s: no membership evidence (%s)", batch_id, info["status"])
-        return None
+    context = references.ReferenceContext.of(selection, params.references)
+    info = {"status": "current" if selection.current else f"{len(selection.out_only)} sample(s) erased since",
+            **selection.describe()}
     device = resolve_device(params.train.device)
     models = {"after": load_checkpoint(Path(candidate_path), device),
               "before": tracking.load_version_model(project, champion_version, str(device))}
