@@ -163,9 +163,9 @@ def test_retrain_decision_registers_an_exact_model_and_the_report_tells(digits_p
     html = (project.root / result["report"]["path"]).read_text()
     assert result["report"]["path"] == f"state/reports/{batch}/report.html"
     for section in ('id="summary"', 'id="requests"', 'id="validation"', 'id="decision"', 'id="metrics"',
-                    'id="plots"', 'id="gates"', 'id="erasure"', 'id="receipts"'):
+                    'id="evidence"', 'id="plots"', 'id="gates"', 'id="erasure"', 'id="receipts"'):
         assert section in html, section
-    assert html.count("data:image/png;base64,") == 3  # loss and confidence histograms, accuracy bars
+    assert html.count("data:image/png;base64,") == 4  # membership scores, loss and confidence histograms, accuracy
     assert "subj-nobody" in html and "only training samples" in html  # quarantined with their reasons
     assert "MIA-Efficacy (SalUn, svc-efficacy)" in html and "loss-auc" in html  # conventions named
     assert "retrained from scratch" in html and "forgotten-fraction" in html
@@ -214,7 +214,7 @@ def test_unlearning_that_fails_the_gates_is_replaced_by_a_retrain(digits_project
     assert receipt["mlflow"]["model_version"] == "3" and audit.verify_receipts(project).ok
     html = (project.root / result["report"]["path"]).read_text()
     assert "An unlearned model was tried first" in html and "version 2" in html
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == 4
     assert not list((project.state_dir / "candidates").glob(f"{batch}*"))  # no candidate file left behind
 
 
