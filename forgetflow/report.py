@@ -148,7 +148,9 @@ information{% endif %}.</p>
 {% if rejected %}<div class="warn">An unlearned model was tried first: version {{ rejected.model_version }}
 ({{ rejected.method }}) failed the gate(s) {{ rejected.failed|join(", ") }} and was not promoted; it stays in the
 registry for the record. Its forget accuracy was {{ rejected.metrics.get("forget_acc")|fmt }} %, test accuracy
-{{ rejected.metrics.get("test_acc")|fmt }} %.</div>{% endif %}
+{{ rejected.metrics.get("test_acc")|fmt }} %.{% for a in attempts[1:] %} Then version {{ a.model_version }}
+({{ a.method }}, rule <code>{{ a.rule }}</code>) failed the gate(s) {{ a.failed|join(", ") }}{% if a.evidence %}; the
+evidence still detected {{ a.evidence.detectable_requests|length }} request(s){% endif %}.{% endfor %}</div>{% endif %}
 
 <h2 id="erasure">Erasure</h2>
 <p>The erased samples were removed from the dataset: version {{ dv_before.get("version", "-") }} →
@@ -191,6 +193,8 @@ MEASURE_NAMES = {
     "reference_test_acc": "Reference test accuracy (%)", "quality_reference": "Reference",
     "quality_drift": "Quality drift (points)", "failed_gates": "Gates the unlearned model failed",
     "rejected_version": "Rejected unlearned version",
+    "escalation_factor": "Budget multiplier of the escalation (evidence.escalation_budget)",
+    "escalated_budget": "Settings of the escalated unlearning",
 }
 
 
@@ -444,7 +448,7 @@ def render_html(doc: Mapping[str, Any], outputs: Mapping[str, np.ndarray] | None
         plots=(membership_plot(scores, doc.get("evidence")) if scores else []) + (plots(outputs, doc) if outputs else []),
         gates=gates, meaning=MEANING, ev=doc.get("evidence"),
         exact=(doc.get("decision") or {}).get("action") == "retrain", promotion=doc.get("promotion") or {},
-        rejected=doc.get("rejected"), dv_before=(doc.get("data_version_before") or {}),
+        rejected=doc.get("rejected"), attempts=doc.get("attempts") or [], dv_before=(doc.get("data_version_before") or {}),
         dv_after=doc.get("data_version") or {}, superseded=doc.get("superseded") or [],
         purge_lines=purge_lines(doc.get("purge")),
         receipts=doc.get("receipts_detail") or [])

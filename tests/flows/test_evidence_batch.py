@@ -120,4 +120,5 @@ def test_memorised_samples_are_detected_escalated_then_retrained_and_receipts_ca
     html = (project.root / result["report"]["path"]).read_text()
     assert "Membership evidence per request" in html and html.count("<code>m") >= 6
     assert "Membership scores" in html and "erased samples, oracle" not in html  # the retrain is the oracle itself
+    assert f"Then version {escalated['model_version']}" in html and "rule <code>escalation</code>" in html
 
