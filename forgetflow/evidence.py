@@ -270,7 +270,7 @@ class ModelEvidence:
         return not self.batch["distinguishable"]
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: every number rounded for reading, nothing needed for a re-check left out."""
+        """JSON-ready, at full precision (a re-check from the stored numbers decides exactly as the batch did)."""
         return {
             "alpha": self.alpha, "fpr": self.fpr, "power": self.power, "family_size": self.family_size,
             "first_step_level": self.alpha / self.family_size, "threshold": _num(self.threshold),
