@@ -1,5 +1,6 @@
 """The deletion batch: claim → manifest + validation → decide (unlearn or retrain) → unlearn or retrain →
-evaluate → register → gate (→ retrain when unlearning failed the gates) → promote / await approval → erase →
+evaluate → verify (membership evidence) → register → gate (→ unlearn once more with a larger budget when the
+evidence still detects membership → retrain when unlearning failed the gates) → promote / await approval → erase →
 supersede → quality → purge → receipts → report. Every side effect registers its undo; a failure anywhere
 runs the undos in reverse, so no new registry version, no new dataset version and no receipt survives, and
 the claimed requests are pending again (requests that validation quarantined stay quarantined: that
@@ -8,6 +9,7 @@ what the batch recorded, and ``forgetflow report BATCH`` can redo it."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -24,10 +26,12 @@ from forgetflow.ledger import lease
 from forgetflow.project import Project
 from forgetflow.training import Stopwatch
 from forgetflow.lineage import Erasure
-from forgetflow.policy import RETRAIN, UNLEARN
+from forgetflow.policy import FULL_RETRAIN_METRIC, RETRAIN, UNLEARN
+from flows.references import usable_or_train
 from tasks import bootstrap, claims, recovery, tracking, versioning
 from tasks import lineage as lineage_tasks
-from tasks.decision import decide_action, record_quality, retrain_after_gate_failure
+from tasks.decision import (decide_action, escalate_after_evidence, last_full_retrain, record_quality,
+                            retrain_after_gate_failure)
 from tasks.erasure import erase
 from tasks.evaluate import evaluate_candidate, train_oracle
 from tasks.manifests import resolve_and_validate
@@ -37,6 +41,7 @@ from tasks.receipts import issue_receipts
 from tasks.reporting import publish_report, write_batch_json
 from tasks.retrain import retrain_candidate
 from tasks.unlearn import unlearn_candidate
+from tasks.verify import Verified, verify_candidate
 
 STEPS = ("claim", "validate", "decide", "unlearn", "oracle", "evaluate", "register", "gate", "promote", "erase",
          "supersede", "quality", "purge", "receipts")
@@ -137,6 +142,13 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
         champion_before = decision.measures["champion_version"]
         _inject("decide", inject_failure)
 
+        # the reference models the evidence needs: found, or trained now (it says so) before anything waits on them
+        selection = None
+        if project.params.evidence.enabled:
+            clock = Stopwatch()
+            selection = usable_or_train(params_path, overrides)
+            seconds["references"] = clock()
+
         oracle = None
         if decision.action == UNLEARN:
             candidate = unlearn_candidate(project, batch_id, resolved.path, method)
@@ -158,28 +170,27 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
             seconds["oracle_wall"] = clock()
         _inject("oracle", inject_failure)
 
-        clock = Stopwatch()
-        scores = evaluate_candidate(project, batch_id, resolved.path, candidate.path, candidate.champion_version, oracle,
-                                    candidate_is_oracle=decision.action == RETRAIN)
-        seconds["evaluate"] = clock()
-        faults.kill_point("evaluate")  # drill: the evaluation reports are written
-        _inject("evaluate", inject_failure)
-
-        registered = register_candidate(project, batch_id, resolved, candidate, scores, oracle, data_version, context,
-                                        role="retrain" if decision.action == RETRAIN else "unlearned",
-                                        decision=decision.as_dict())
-        _undo_registration(undo, project, batch_id, registered)
-        _inject("register", inject_failure)
-
-        verdict = gate(project, candidate, scores, oracle,
-                       bootstrap.champion_train_seconds(project, candidate.champion_version), registered.version)
-        outputs_file = "outputs.npz"
-        rejected = None
-        retry = retrain_after_gate_failure(project, decision, verdict.failed, registered.version) \
-            if not verdict.passed else None
-        if retry is not None:  # unlearning did not pass: the exact retrain replaces it (the attempt stays on record)
-            rejected = {"model_version": registered.version, "method": candidate.method, "metrics": scores.metrics,
-                        "gates": verdict.gates, "failed": verdict.failed, "mlflow_run_id": registered.run_id}
+        retrain_reference = last_full_retrain(project)  # read before this batch records a retrain of its own
+        judged = _judge(project, batch_id, resolved, candidate, oracle, decision, data_version, context, seconds,
+                        retrain_reference, undo, selection, candidate_is_oracle=decision.action == RETRAIN,
+                        inject_failure=inject_failure)
+        attempts: list[dict[str, Any]] = []  # unlearned models that failed the gates (kept in the registry)
+        escalation = escalate_after_evidence(project, decision, judged.verdict.gates, candidate.phases,
+                                             judged.registered.version) if not judged.verdict.passed else None
+        if escalation is not None:  # the evidence still detects membership: once more with a larger budget
+            attempts.append(judged.attempt(candidate))
+            decision, budget = escalation
+            spent = candidate.seconds
+            candidate = unlearn_candidate(project, batch_id, resolved.path, method, budget)
+            seconds["unlearn_escalated"] = candidate.seconds
+            # the cost gate judges everything this batch spent on unlearning, both attempts
+            candidate = dataclasses.replace(candidate, seconds=spent + candidate.seconds)
+            judged = _judge(project, batch_id, resolved, candidate, oracle, decision, data_version, context, seconds,
+                            retrain_reference, undo, selection, label="-escalated")
+        retry = retrain_after_gate_failure(project, decision, judged.verdict.failed, judged.registered.version) \
+            if not judged.verdict.passed else None
+        if retry is not None:  # unlearning did not pass: the exact retrain replaces it (the attempts stay on record)
+            attempts.append(judged.attempt(candidate))
             decision = retry
             if oracle is None:
                 clock = Stopwatch()
@@ -189,14 +200,11 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
             candidate = retrain_candidate(project, batch_id, oracle, champion_before, honoured, len(forget_ids))
             undo.push("retrain file", lambda c=candidate: Path(c.path).unlink(missing_ok=True))
             seconds["retrain"] = candidate.seconds
-            scores = evaluate_candidate(project, batch_id, resolved.path, candidate.path, champion_before, oracle,
-                                        candidate_is_oracle=True, label="-retrain")
-            outputs_file = "outputs-retrain.npz"
-            registered = register_candidate(project, batch_id, resolved, candidate, scores, oracle, data_version,
-                                            context, role="retrain", decision=decision.as_dict())
-            _undo_registration(undo, project, batch_id, registered)
-            verdict = gate(project, candidate, scores, oracle,
-                           bootstrap.champion_train_seconds(project, champion_before), registered.version)
+            judged = _judge(project, batch_id, resolved, candidate, oracle, decision, data_version, context, seconds,
+                            retrain_reference, undo, selection, candidate_is_oracle=True, label="-retrain")
+        scores, verified, registered, verdict = judged.scores, judged.verified, judged.registered, judged.verdict
+        outputs_file = judged.outputs_file
+        rejected = attempts[0] if attempts else None
         _inject("gate", inject_failure)
 
         exact = decision.action == RETRAIN
@@ -229,10 +237,15 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
             "candidate_test_acc": scores.metrics["test_acc"], "candidate_forget_acc": scores.metrics["forget_acc"],
             "oracle_test_acc": (scores.oracle or {}).get("test_acc"), "avg_gap": scores.gaps.get("avg_gap"),
             "forgotten_fraction": decision.measures.get("forgotten_fraction"),
-            "quality_drift": decision.measures.get("quality_drift"), "retrained": 1.0 if exact else 0.0})
+            "quality_drift": decision.measures.get("quality_drift"), "retrained": 1.0 if exact else 0.0,
+            # a retrain batch is a full retrain of the serving recipe: the next cost gates compare with it
+            FULL_RETRAIN_METRIC: candidate.seconds if exact else None,
+            "verify_seconds": verified.seconds if verified else None,
+            "evidence_detectable_requests": len(verified.summary["detectable_requests"]) if verified else None})
         _inject("quality", inject_failure)
 
-        decision_record = {**decision.as_dict(), "promotion": promotion, "rejected_version": (rejected or {}).get("model_version")}
+        decision_record = {**decision.as_dict(), "promotion": promotion, "rejected_version": (rejected or {}).get("model_version"),
+                           "attempts": [{k: a[k] for k in ("model_version", "method", "rule", "failed")} for a in attempts]}
         context.update({
             "data_version": {"before": erased.before, "after": erased.after},
             "flow_run": {"id": context["flow_run_id"], "name": context["flow_run_name"]},
@@ -246,6 +259,8 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
             "decision": decision_record,
             "superseded": [{"version": r["version"], "erased_by_batch": r["erased_by_batch"]} for r in superseded],
         })
+        if verified is not None:  # tasks/receipts.py gives each receipt its own request's entry
+            context["evidence"] = {"requests": verified.receipts}
         receipt_context = {k: v for k, v in context.items() if k not in ("flow_run_id", "flow_run_name")}
         undo.push("receipt files", lambda: [p.unlink(missing_ok=True) for p in written_receipts])
         seconds["total"] = total()
@@ -312,13 +327,17 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
         "decision": decision_record,
         "promotion": promotion,
         "rejected": rejected,
+        "attempts": attempts,
+        "evidence": None if verified is None else {**verified.summary, "record": verified.path,
+                                                   "verify_seconds": round(verified.seconds, 4)},
         "superseded": superseded,
         "data_version_before": erased.before,
         "data_version": erased.after,
         "purge": receipt_context.get("purge"),
         "manifest": {"path": resolved.path, "sha256": resolved.sha256},
         "validation_warnings": resolved.warnings,
-        "reports": {"validation": resolved.report_path, "evaluation": scores.report_path},
+        "reports": {"validation": resolved.report_path, "evaluation": scores.report_path,
+                    "evidence": verified.path if verified else None},
         "flow_run_id": context["flow_run_id"],
         "receipts": receipt_paths,
         "receipts_anchor": issued.anchor,  # the chain's head after this batch, also on the MLflow run (tags)
@@ -334,6 +353,55 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
         result["report"] = {"error": f"{type(exc).__name__}: {exc}"}
     write_batch_json(project, result)
     return result
+
+
+@dataclasses.dataclass
+class Judged:
+    """One candidate after evaluation, verification, registration and the gates."""
+
+    scores: Any
+    verified: Verified | None
+    registered: Any
+    verdict: Any
+    outputs_file: str
+    rule: str
+
+    def attempt(self, candidate: Any) -> dict[str, Any]:
+        """The record of an attempt that failed the gates (it stays in the registry)."""
+        return {"model_version": self.registered.version, "method": candidate.method, "rule": self.rule,
+                "metrics": self.scores.metrics, "gates": self.verdict.gates, "failed": self.verdict.failed,
+                "mlflow_run_id": self.registered.run_id,
+                "evidence": None if self.verified is None else {
+                    "record": self.verified.path, "detectable_requests": self.verified.summary["detectable_requests"],
+                    "batch": self.verified.summary["batch"]}}
+
+
+def _judge(project: Project, batch_id: str, resolved: Any, candidate: Any, oracle: Any, decision: Any,
+           data_version: dict[str, Any], context: dict[str, Any], seconds: dict[str, float],
+           retrain_reference: tuple[float | None, str], undo: Undo, selection: Any, candidate_is_oracle: bool = False,
+           label: str = "", inject_failure: str | None = None) -> Judged:
+    """Evaluate, verify, register and gate one candidate (the first attempt, an escalation or the retrain)."""
+    clock = Stopwatch()
+    scores = evaluate_candidate(project, batch_id, resolved.path, candidate.path, candidate.champion_version, oracle,
+                                candidate_is_oracle=candidate_is_oracle, label=label)
+    seconds[f"evaluate{label}"] = clock()
+    faults.kill_point("evaluate")  # drill: the evaluation reports are written
+    _inject("evaluate", inject_failure)
+    clock = Stopwatch()
+    verified = verify_candidate(project, batch_id, resolved.path, candidate.path, candidate.champion_version, oracle,
+                                selection, candidate_is_oracle=candidate_is_oracle, label=label)
+    seconds[f"verify_total{label}"] = clock()
+    if verified is not None:
+        seconds[f"verify{label}"] = verified.seconds
+    retrain = decision.action == RETRAIN
+    registered = register_candidate(project, batch_id, resolved, candidate, scores, oracle, data_version, context,
+                                    role="retrain" if retrain else "unlearned", decision=decision.as_dict(),
+                                    evidence=verified, retrain_seconds=retrain_reference[0])
+    _undo_registration(undo, project, batch_id, registered)
+    _inject("register", inject_failure)
+    verdict = gate(project, candidate, scores, retrain_reference, verified.gate if verified else None,
+                   registered.version)
+    return Judged(scores, verified, registered, verdict, f"outputs{label}.npz", decision.rule)
 
 
 def _undo_registration(undo: Undo, project: Project, batch_id: str, registered: Any) -> None:

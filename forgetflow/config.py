@@ -182,35 +182,81 @@ class UnlearnParams(Strict):
 class EvaluateParams(Strict):
     """What is measured after unlearning."""
 
-    oracle: bool = True
+    oracle: bool = Field(False, description="also retrain the oracle for every batch (cached per manifest) and report "
+                                            "the gap to it; off in production: the per-batch evidence comes from the "
+                                            "reference models and the scheduled oracle audit is the exact check")
     batch_size: int = Field(1024, ge=1)
     mia_max_shadow: int = Field(5000, ge=10, description="cap on each side of the SVC shadow set (SalUn MIA)")
+
+
+class EvidenceParams(Strict):
+    """Membership evidence per request after unlearning (docs/verification.md): every forgotten sample's attack
+    score (the ``references.attack``) against never-seen test samples under the same model."""
+
+    enabled: bool = Field(True, description="score the forget set after (and before) unlearning in every batch; the "
+                                            "forgetting and privacy gates decide on it")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="family-wise error rate: Holm over every request of the batch "
+                                                         "plus the batch-level test")
+    fpr: float = Field(0.01, gt=0, lt=0.5, description="a sample counts as detected above the (1 - fpr) quantile of "
+                                                       "never-seen samples' scores")
+    null_samples: int = Field(2000, ge=20, description="never-seen (test) samples scored as the null, at most; half set "
+                                                       "the detection threshold, half measure the false-positive floor")
+    power: float = Field(0.8, gt=0, lt=1, description="each gate states the smallest effect it catches with this power")
+    escalation_budget: float | None = Field(
+        2.0, gt=1, description="when the evidence still detects membership, unlearn again once with this multiple of "
+                               "the method's epochs before retraining; null = retrain at once (retrain.on_gate_failure)")
+
+
+class UtilityGate(Strict):
+    """Test accuracy against the champion's."""
+
+    enabled: bool = Field(True, description="false = the gate is off (reported as off, never blocks)")
+    max_test_acc_drop: float = Field(2.0, ge=0, description="points of test accuracy the challenger may lose vs the champion")
+    min_test_acc: float | None = Field(None, ge=0, le=100, description="absolute floor of test accuracy in points; null = none")
+
+
+class ForgettingGate(Strict):
+    """No request of the batch is still detectably a member (and, when an oracle ran, forget accuracy near its)."""
+
+    enabled: bool = Field(True, description="false = the gate is off (reported as off, never blocks)")
+    reference: Literal["auto", "evidence", "oracle", "test"] = Field(
+        "auto", description="evidence: no request still detectable (Holm at evidence.alpha); oracle: |forget acc - "
+                            "oracle's| <= max_forget_acc_gap; test: forget acc - own test acc <= max_forget_acc_gap; "
+                            "auto: evidence, plus the oracle comparison when an oracle ran (test when neither exists)")
+    max_forget_acc_gap: float = Field(5.0, ge=0, description="points of forget accuracy (oracle and test references)")
+
+
+class PrivacyGate(Strict):
+    """The forget set as a whole is not distinguishable from never-seen data (and, with an oracle, MIA near its)."""
+
+    enabled: bool = Field(True, description="false = the gate is off (reported as off, never blocks)")
+    reference: Literal["auto", "evidence", "oracle", "chance"] = Field(
+        "auto", description="evidence: the forget set's detected share at evidence.fpr is not above never-seen "
+                            "samples' (Holm at evidence.alpha); oracle: |SalUn MIA-efficacy - oracle's| <= max_mia_gap; "
+                            "chance: |loss-attack AUC forget vs test - 0.5| x 100 <= max_mia_gap; auto: evidence, plus "
+                            "the oracle comparison when an oracle ran (chance when neither exists)")
+    max_mia_gap: float = Field(10.0, ge=0, description="points (oracle and chance references)")
+
+
+class CostGate(Strict):
+    """Unlearning wall time against the last recorded full retrain of the serving recipe."""
+
+    enabled: bool = Field(True, description="false = the gate is off (reported as off, never blocks)")
+    max_time_ratio: float = Field(0.5, gt=0, description="unlearning wall time / the last recorded full retrain's "
+                                                         "(forgetflow train, a retrain batch or an oracle audit)")
 
 
 class GateParams(Strict):
     """Promotion gates: a challenger replaces the champion only if every enabled gate passes.
 
-    Each gate has a switch (``utility``, ``forgetting``, ``privacy``, ``cost``) and a threshold. Forgetting and
-    privacy compare with the retrained oracle when one was evaluated; ``*_reference`` picks the yardstick.
+    One section per gate registered in ``forgetflow/gates.py`` (a contract test keeps the two in step);
     docs/promotion.md explains each gate in plain words.
     """
 
-    utility: bool = Field(True, description="gate on test accuracy against the champion's (and the optional floor)")
-    max_test_acc_drop: float = Field(2.0, ge=0, description="points of test accuracy the challenger may lose vs the champion")
-    min_test_acc: float | None = Field(None, ge=0, le=100, description="absolute floor of test accuracy in points; null = none")
-    forgetting: bool = Field(True, description="gate on forget accuracy")
-    forgetting_reference: Literal["auto", "oracle", "test"] = Field(
-        "auto", description="oracle: |forget acc - oracle's|; test: forget acc - own test acc (no oracle needed); "
-                            "auto: oracle when evaluate.oracle is on, else test")
-    max_forget_acc_gap: float = Field(5.0, ge=0, description="forgetting threshold in points")
-    privacy: bool = Field(True, description="gate on membership inference")
-    privacy_reference: Literal["auto", "oracle", "chance"] = Field(
-        "auto", description="oracle: |SalUn MIA-efficacy - oracle's| in points; chance: |loss-attack AUC forget vs "
-                            "test - 0.5| x 100 (no oracle needed); auto: oracle when evaluate.oracle is on, else chance")
-    max_mia_gap: float = Field(10.0, ge=0, description="privacy threshold in points")
-    cost: bool = Field(True, description="gate on wall time against the retraining budget")
-    max_time_ratio: float = Field(0.5, gt=0, description="unlearning wall time / retraining wall time (the oracle's, "
-                                                         "else the original's training time)")
+    utility: UtilityGate = Field(default_factory=UtilityGate)
+    forgetting: ForgettingGate = Field(default_factory=ForgettingGate)
+    privacy: PrivacyGate = Field(default_factory=PrivacyGate)
+    cost: CostGate = Field(default_factory=CostGate)
 
 
 class PromotionParams(Strict):
@@ -343,6 +389,7 @@ class Params(Strict):
     batch: BatchParams = Field(default_factory=BatchParams)
     unlearn: UnlearnParams = Field(default_factory=UnlearnParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    evidence: EvidenceParams = Field(default_factory=EvidenceParams)
     gates: GateParams = Field(default_factory=GateParams)
     promotion: PromotionParams = Field(default_factory=PromotionParams)
     retrain: RetrainParams = Field(default_factory=RetrainParams)
@@ -351,11 +398,14 @@ class Params(Strict):
     intake: IntakeParams = Field(default_factory=IntakeParams)
 
     @model_validator(mode="after")
-    def _oracle_gates_need_an_oracle(self) -> "Params":
-        for gate, ref in (("forgetting", self.gates.forgetting_reference), ("privacy", self.gates.privacy_reference)):
-            if getattr(self.gates, gate) and ref == "oracle" and not self.evaluate.oracle:
-                raise ValueError(f"gates.{gate}_reference is oracle but evaluate.oracle is false "
+    def _gate_references_are_measured(self) -> "Params":
+        for name, gate in (("forgetting", self.gates.forgetting), ("privacy", self.gates.privacy)):
+            if gate.enabled and gate.reference == "oracle" and not self.evaluate.oracle:
+                raise ValueError(f"gates.{name}.reference is oracle but evaluate.oracle is false "
                                  "(turn the oracle on, or use auto)")
+            if gate.enabled and gate.reference == "evidence" and not self.evidence.enabled:
+                raise ValueError(f"gates.{name}.reference is evidence but evidence.enabled is false "
+                                 "(turn the evidence on, or use auto)")
         return self
 
 

@@ -1,125 +1,268 @@
 """Promotion gates: the challenger replaces the champion only if every enabled gate passes.
 
-* ``utility`` — test accuracy may drop at most ``max_test_acc_drop`` points below the champion's (and stay
-  above ``min_test_acc`` when that floor is set).
-* ``forgetting`` — against the oracle: forget accuracy within ``max_forget_acc_gap`` points of the retrained
-  oracle's. Without an oracle (``forgetting_reference: test``): forget accuracy may exceed the challenger's own
-  test accuracy by at most that much (forgotten samples should look unseen).
-* ``privacy`` — against the oracle: SalUn MIA-efficacy within ``max_mia_gap`` points of the oracle's. Without
-  an oracle (``privacy_reference: chance``): the loss-threshold attack AUC (forget vs test) within
-  ``max_mia_gap`` / 100 of chance (0.5).
-* ``cost`` — unlearning wall time at most ``max_time_ratio`` x the retraining time.
+Each gate is one registered function, ``fn(inputs, cfg) -> verdict``, with its settings in one section of
+params.yaml (``gates.<name>``, typed in ``forgetflow/config.py``); a contract test keeps the registry and the
+sections in step. Adding a gate = one function here and one params section.
 
-Each gate can be switched off in params.yaml; a switched-off gate is reported as such and never blocks.
+* ``utility`` — test accuracy may drop at most ``max_test_acc_drop`` points below the champion's (and stay above
+  ``min_test_acc`` when that floor is set).
+* ``forgetting`` — evidence: no request of the batch is still detectably a member (``forgetflow/evidence.py``:
+  Fisher per request, Holm over the batch at ``evidence.alpha``); with an oracle, also forget accuracy within
+  ``max_forget_acc_gap`` points of the oracle's.
+* ``privacy`` — evidence: the forget set's detected share at ``evidence.fpr`` is not distinguishable from
+  never-seen samples' (same Holm family); with an oracle, also SalUn MIA-efficacy within ``max_mia_gap`` points of
+  the oracle's.
+* ``cost`` — unlearning wall time at most ``max_time_ratio`` x the last recorded full retrain of the serving
+  recipe (``forgetflow train``, a retrain batch or an oracle audit), never an oracle trained for the batch.
+
+A verdict says whether its test could fail at all (``can_fail``) and, for the evidence, the smallest effect it
+catches (``power``): a gate that cannot fail on a tiny batch says so in its detail instead of passing silently.
+A switched-off gate is reported as such and never blocks.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
-from forgetflow.config import GateParams
+from forgetflow.config import CostGate, ForgettingGate, GateParams, PrivacyGate, UtilityGate
+from forgetflow.errors import ConfigError
+from forgetflow.registry import Registry
 
-GATES = ("utility", "forgetting", "privacy", "cost")
-
-# What each gate protects, in words a privacy officer can check a verdict against (used by the reports).
-MEANING = {
-    "utility": "The new model must stay about as accurate on held-out test images as the model it replaces.",
-    "forgetting": "On the erased samples the new model should do no better than a model that never saw them; "
-                  "doing better would mean it still remembers them.",
-    "privacy": "A membership-inference attack (an attacker guessing whether a sample was used in training) must "
-               "not find the erased samples more 'member-like' than for a model that never saw them, or than a "
-               "coin flip when no such model was trained.",
-    "cost": "Unlearning must be clearly cheaper than retraining from scratch; otherwise retraining is the better tool.",
-}
+Verdict = dict[str, Any]
 
 
-def _gate(value: float, threshold: float, detail: str, reference: str, unit: str = "points") -> dict[str, Any]:
+@dataclass(frozen=True)
+class GateInputs:
+    """What the gates judge: the batch's measured facts.
+
+    ``evidence`` is the candidate's membership evidence (``forgetflow.evidence.ModelEvidence.as_dict()`` plus
+    ``attack`` and ``k``); ``retrain_seconds`` the last recorded full retrain of the serving recipe and
+    ``retrain_source`` where that number comes from, in words.
+    """
+
+    candidate: Mapping[str, float]
+    champion: Mapping[str, float]
+    oracle: Mapping[str, float] | None = None
+    unlearn_seconds: float = 0.0
+    retrain_seconds: float | None = None
+    retrain_source: str = ""
+    evidence: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """A registered gate: its function, its order in reports and what it protects in plain words."""
+
+    name: str
+    order: int
+    meaning: str
+    fn: Callable[[GateInputs, Any], Verdict]
+
+
+GATES: Registry[GateSpec] = Registry("gate")
+
+
+def register_gate(name: str, order: int, meaning: str) -> Callable[[Callable[[GateInputs, Any], Verdict]],
+                                                                   Callable[[GateInputs, Any], Verdict]]:
+    """Register ``fn(inputs, cfg)`` as gate ``name``; its settings are ``GateParams.<name>``."""
+
+    def deco(fn: Callable[[GateInputs, Any], Verdict]) -> Callable[[GateInputs, Any], Verdict]:
+        GATES.add(name, GateSpec(name, order, meaning, fn))
+        return fn
+
+    return deco
+
+
+def gate_names() -> list[str]:
+    """Registered gates in report order."""
+    return sorted(GATES.names(), key=lambda n: (GATES.get(n).order, n))
+
+
+# ---- building blocks of a verdict ---------------------------------------------------------------------
+def check(name: str, passed: bool, value: float | None, threshold: float | None, unit: str, short: str,
+          detail: str, can_fail: bool = True, power: str | None = None) -> dict[str, Any]:
+    """One comparison inside a gate (a gate passes when all its checks pass)."""
+    return {"name": name, "passed": bool(passed), "value": None if value is None else round(float(value), 6),
+            "threshold": threshold, "unit": unit, "short": short, "detail": detail, "can_fail": bool(can_fail),
+            "power": power}
+
+
+def not_measured(name: str, what: str) -> dict[str, Any]:
+    """A check whose input is missing: it fails, and says what is missing."""
+    return check(name, False, None, None, "", "not measured", f"{what} was not measured, so this check cannot pass")
+
+
+def combine_checks(reference: str, checks: list[dict[str, Any]]) -> Verdict:
+    """A gate's verdict from its checks: passed when every check passed; the first check's numbers are shown."""
+    first = checks[0]
+    can_fail = any(c["can_fail"] for c in checks)
+    detail = "; ".join(c["detail"] for c in checks)
+    if not can_fail:
+        detail = "THIS TEST CANNOT FAIL on this batch: " + detail
+    return {"passed": all(c["passed"] for c in checks), "enabled": True, "value": first["value"],
+            "threshold": first["threshold"], "unit": first["unit"], "reference": reference, "detail": detail,
+            "short": ", ".join(c["short"] for c in checks), "can_fail": can_fail,
+            "power": "; ".join(c["power"] for c in checks if c["power"]) or None, "checks": checks}
+
+
+def off(name: str) -> Verdict:
+    """The verdict of a switched-off gate."""
+    return {"passed": True, "enabled": False, "value": None, "threshold": None, "unit": "", "reference": "off",
+            "detail": f"switched off (gates.{name}.enabled: false)", "short": "off", "can_fail": False,
+            "power": None, "checks": []}
+
+
+def _at_most(name: str, value: float, threshold: float, unit: str, detail: str) -> dict[str, Any]:
     passed = (not math.isnan(value)) and value <= threshold
-    return {"passed": bool(passed), "enabled": True, "value": round(float(value), 4), "threshold": threshold,
-            "unit": unit, "reference": reference, "detail": detail}
+    return check(name, passed, value, threshold, unit, f"{value:g} {'≤' if passed else '>'} {threshold:g}", detail)
 
 
-def _off(name: str, threshold: float | None) -> dict[str, Any]:
-    return {"passed": True, "enabled": False, "value": None, "threshold": threshold, "unit": "", "reference": "off",
-            "detail": f"switched off (gates.{name}: false)"}
+# ---- the gates ---------------------------------------------------------------------------------------
+@register_gate("utility", 1, "The new model must stay about as accurate on held-out test images as the model it "
+                             "replaces.")
+def utility(inp: GateInputs, cfg: UtilityGate) -> Verdict:
+    """Test accuracy drop against the champion, and the optional absolute floor."""
+    if "test_acc" not in inp.candidate or "test_acc" not in inp.champion:
+        return combine_checks("champion", [not_measured("test-acc-drop", "test accuracy")])
+    new, old = float(inp.candidate["test_acc"]), float(inp.champion["test_acc"])
+    checks = [_at_most("test-acc-drop", old - new, cfg.max_test_acc_drop, "points",
+                       f"test acc {new:.2f} vs champion {old:.2f} (drop {old - new:.2f} points, at most "
+                       f"{cfg.max_test_acc_drop:g} allowed)")]
+    if cfg.min_test_acc is not None:
+        met = new >= cfg.min_test_acc
+        checks.append(check("test-acc-floor", met, new, cfg.min_test_acc, "%", f"floor {cfg.min_test_acc:g} "
+                            f"{'met' if met else 'NOT met'}", f"floor {cfg.min_test_acc:.2f} {'met' if met else 'NOT met'}"))
+    return combine_checks("champion", checks)
 
 
-def _missing(name: str, what: str, threshold: float) -> dict[str, Any]:
-    return {"passed": False, "enabled": True, "value": None, "threshold": threshold, "unit": "", "reference": "oracle",
-            "detail": f"{what} was not measured, so the {name} gate cannot pass"}
-
-
-def resolve_reference(setting: str, have_oracle: bool, oracle_free: str) -> str:
-    """``auto`` → ``oracle`` when an oracle was evaluated, else the oracle-free reference."""
-    if setting == "auto":
-        return "oracle" if have_oracle else oracle_free
-    return setting
-
-
-def evaluate_gates(
-    candidate: Mapping[str, float],
-    champion: Mapping[str, float],
-    oracle: Mapping[str, float] | None,
-    unlearn_seconds: float,
-    retrain_seconds: float | None,
-    gates: GateParams,
-) -> dict[str, dict[str, Any]]:
-    """Every gate's verdict: passed, whether it is enabled, the measured value, threshold, reference, detail."""
-    out: dict[str, dict[str, Any]] = {}
-
-    if not gates.utility:
-        out["utility"] = _off("utility", gates.max_test_acc_drop)
-    else:
-        drop = champion["test_acc"] - candidate["test_acc"]
-        verdict = _gate(drop, gates.max_test_acc_drop,
-                        f"test acc {candidate['test_acc']:.2f} vs champion {champion['test_acc']:.2f} "
-                        f"(drop {drop:.2f} points, at most {gates.max_test_acc_drop} allowed)", "champion")
-        if gates.min_test_acc is not None:
-            above = candidate["test_acc"] >= gates.min_test_acc
-            verdict["passed"] = verdict["passed"] and bool(above)
-            verdict["detail"] += f"; floor {gates.min_test_acc:.2f} {'met' if above else 'NOT met'}"
-        out["utility"] = verdict
-
-    ref = resolve_reference(gates.forgetting_reference, oracle is not None, "test")
-    if not gates.forgetting:
-        out["forgetting"] = _off("forgetting", gates.max_forget_acc_gap)
-    elif ref == "oracle":
-        if oracle is None or "forget_acc" not in oracle:
-            out["forgetting"] = _missing("forgetting", "the oracle's forget accuracy", gates.max_forget_acc_gap)
+@register_gate("forgetting", 2, "No erasure request may still be detectable: a per-sample membership attack, "
+                                "calibrated with reference models, must not find this person's samples more "
+                                "'member-like' than images the model never saw.")
+def forgetting(inp: GateInputs, cfg: ForgettingGate) -> Verdict:
+    """Evidence per request (and the forget accuracy against the oracle's when one ran)."""
+    checks: list[dict[str, Any]] = []
+    use = _references(cfg.reference, inp, "test")
+    if "evidence" in use:
+        checks.append(_requests_check(inp.evidence) if inp.evidence else not_measured("requests", "membership evidence"))
+    if "oracle" in use:
+        if inp.oracle is None or "forget_acc" not in inp.oracle or "forget_acc" not in inp.candidate:
+            checks.append(not_measured("forget-acc-vs-oracle", "the oracle's forget accuracy"))
         else:
-            out["forgetting"] = _gate(abs(candidate["forget_acc"] - oracle["forget_acc"]), gates.max_forget_acc_gap,
-                                      f"forget acc {candidate['forget_acc']:.2f} vs oracle {oracle['forget_acc']:.2f}",
-                                      "oracle")
-    else:
-        out["forgetting"] = _gate(candidate["forget_acc"] - candidate["test_acc"], gates.max_forget_acc_gap,
-                                  f"forget acc {candidate['forget_acc']:.2f} vs own test acc {candidate['test_acc']:.2f} "
-                                  "(no oracle)", "test")
-
-    ref = resolve_reference(gates.privacy_reference, oracle is not None, "chance")
-    if not gates.privacy:
-        out["privacy"] = _off("privacy", gates.max_mia_gap)
-    elif ref == "oracle":
-        if oracle is None or "mia_efficacy" not in oracle:
-            out["privacy"] = _missing("privacy", "the oracle's MIA-efficacy", gates.max_mia_gap)
+            new, ref = float(inp.candidate["forget_acc"]), float(inp.oracle["forget_acc"])
+            checks.append(_at_most("forget-acc-vs-oracle", abs(new - ref), cfg.max_forget_acc_gap, "points",
+                                   f"forget acc {new:.2f} vs oracle {ref:.2f}"))
+    if "test" in use:
+        if "forget_acc" not in inp.candidate or "test_acc" not in inp.candidate:
+            checks.append(not_measured("forget-vs-test-acc", "forget and test accuracy"))
         else:
-            out["privacy"] = _gate(abs(candidate["mia_efficacy"] - oracle["mia_efficacy"]), gates.max_mia_gap,
-                                   f"MIA-efficacy (SalUn SVC) {candidate['mia_efficacy']:.2f} vs oracle "
-                                   f"{oracle['mia_efficacy']:.2f}", "oracle")
-    else:
-        out["privacy"] = _gate(100 * abs(candidate["mia_auc"] - 0.5), gates.max_mia_gap,
-                               f"loss-attack AUC forget vs test {candidate['mia_auc']:.3f} vs chance 0.5 (no oracle)",
-                               "chance")
+            f, t = float(inp.candidate["forget_acc"]), float(inp.candidate["test_acc"])
+            checks.append(_at_most("forget-vs-test-acc", f - t, cfg.max_forget_acc_gap, "points",
+                                   f"forget acc {f:.2f} vs own test acc {t:.2f} (no oracle, no evidence)"))
+    return combine_checks("+".join(use), checks)
 
-    if not gates.cost:
-        out["cost"] = _off("cost", gates.max_time_ratio)
-    elif retrain_seconds and retrain_seconds > 0:
-        out["cost"] = _gate(unlearn_seconds / retrain_seconds, gates.max_time_ratio,
-                            f"{unlearn_seconds:.1f} s unlearning vs {retrain_seconds:.1f} s retraining", "retraining",
-                            unit="ratio")
-    else:
-        out["cost"] = {"passed": True, "enabled": True, "value": None, "threshold": gates.max_time_ratio,
-                       "unit": "ratio", "reference": "retraining", "detail": "no retraining time known; not gated"}
+
+@register_gate("privacy", 3, "The erased samples as a group must not be distinguishable from images the model never "
+                             "saw: a membership-inference attack (an attacker guessing whether a sample was used in "
+                             "training) may not detect them more often than it wrongly flags never-seen images.")
+def privacy(inp: GateInputs, cfg: PrivacyGate) -> Verdict:
+    """The batch-level share test (and SalUn MIA-efficacy against the oracle's when one ran)."""
+    checks: list[dict[str, Any]] = []
+    use = _references(cfg.reference, inp, "chance")
+    if "evidence" in use:
+        checks.append(_batch_check(inp.evidence) if inp.evidence else not_measured("forget-share", "membership evidence"))
+    if "oracle" in use:
+        if inp.oracle is None or "mia_efficacy" not in inp.oracle or "mia_efficacy" not in inp.candidate:
+            checks.append(not_measured("mia-efficacy-vs-oracle", "the oracle's MIA-efficacy"))
+        else:
+            new, ref = float(inp.candidate["mia_efficacy"]), float(inp.oracle["mia_efficacy"])
+            checks.append(_at_most("mia-efficacy-vs-oracle", abs(new - ref), cfg.max_mia_gap, "points",
+                                   f"MIA-efficacy (SalUn SVC) {new:.2f} vs oracle {ref:.2f}"))
+    if "chance" in use:
+        if "mia_auc" not in inp.candidate:
+            checks.append(not_measured("loss-auc-vs-chance", "the loss-attack AUC"))
+        else:
+            auc = float(inp.candidate["mia_auc"])
+            checks.append(_at_most("loss-auc-vs-chance", 100 * abs(auc - 0.5), cfg.max_mia_gap, "points",
+                                   f"loss-attack AUC forget vs test {auc:.3f} vs chance 0.5 (no oracle, no evidence)"))
+    return combine_checks("+".join(use), checks)
+
+
+@register_gate("cost", 4, "Unlearning must be clearly cheaper than retraining from scratch; otherwise retraining is "
+                          "the better tool.")
+def cost(inp: GateInputs, cfg: CostGate) -> Verdict:
+    """Unlearning time over the last recorded full retrain's."""
+    source = inp.retrain_source or "the last recorded full retrain"
+    if not inp.retrain_seconds or inp.retrain_seconds <= 0:
+        return combine_checks("retraining", [check(
+            "time-ratio", True, None, cfg.max_time_ratio, "ratio", "no retrain time recorded",
+            "no full retrain time is recorded (forgetflow train, a retrain batch or an oracle audit records one): "
+            "not gated", can_fail=False)])
+    ratio = inp.unlearn_seconds / inp.retrain_seconds
+    return combine_checks("retraining", [_at_most("time-ratio", ratio, cfg.max_time_ratio, "ratio",
+                                                  f"{inp.unlearn_seconds:.1f} s unlearning vs {inp.retrain_seconds:.1f} s "
+                                                  f"for {source}")])
+
+
+def _references(setting: str, inp: GateInputs, fallback: str) -> list[str]:
+    """Which yardsticks a forgetting/privacy gate uses: ``auto`` = the evidence, plus the oracle when one ran,
+    else the oracle-free ``fallback`` heuristic."""
+    if setting != "auto":
+        return [setting]
+    use = (["evidence"] if inp.evidence is not None else []) + (["oracle"] if inp.oracle is not None else [])
+    return use or [fallback]
+
+
+def _attack(ev: Mapping[str, Any]) -> str:
+    parts = [str(ev.get("attack") or "attack")]
+    if ev.get("k") is not None:
+        parts.append(f"K={ev['k']}")
+    return ", ".join(parts)
+
+
+def _requests_check(ev: Mapping[str, Any]) -> dict[str, Any]:
+    requests = ev.get("requests") or []
+    detectable = [r["request_id"] for r in requests if r["verdict"] == "still detectable"]
+    can_fail = any(r.get("can_fail", True) for r in requests)
+    sizes = sorted({(r["samples"], r.get("max_detectable_sample_p")) for r in requests})
+    power = "; ".join(f"{n} sample(s): caught when every p ≤ {q:.3g}" if q is not None else
+                      f"{n} sample(s): cannot be detected with this null" for n, q in sizes[:4])
+    names = f": {', '.join(detectable[:5])}{' ...' if len(detectable) > 5 else ''}" if detectable else ""
+    detail = (f"{len(detectable)} of {len(requests)} request(s) still detectable{names} ({_attack(ev)}; Fisher per "
+              f"request, Holm at α = {ev['alpha']:g} over {ev['family_size']} tests)")
+    return check("requests", not detectable, len(detectable), 0, "requests",
+                 f"{len(detectable)}/{len(requests)} requests detectable", detail, can_fail, power)
+
+
+def _batch_check(ev: Mapping[str, Any]) -> dict[str, Any]:
+    b = ev["batch"]
+    floor = b["floor"]
+    pct = lambda x: "—" if x is None else f"{100 * x:.1f} %"  # noqa: E731
+    oracle = ev.get("oracle_share")
+    detail = (f"{pct(b['share'])} of {b['samples']} forget sample(s) detected at {ev['fpr']:.0%} FPR "
+              f"[{pct(b['ci'][0])}, {pct(b['ci'][1])}] vs {pct(floor['share'])} of {floor['samples']} never-seen "
+              f"[{pct(floor['ci'][0])}, {pct(floor['ci'][1])}]"
+              + (f", oracle {pct(oracle)}" if oracle is not None else "")
+              + f"; p = {b['p_value']:.3g}, Holm-adjusted {b['adjusted_p']:.3g} "
+              f"{'≤' if b['distinguishable'] else '>'} α = {ev['alpha']:g} ({_attack(ev)})")
+    smallest = b.get("min_detectable_share")
+    power = (f"catches a detected share ≥ {pct(smallest)} with {ev['power']:.0%} power" if smallest is not None
+             else f"cannot reach {ev['power']:.0%} power with {b['samples']} sample(s)")
+    return check("forget-share", not b["distinguishable"], b["adjusted_p"], ev["alpha"], "adjusted p",
+                 f"p {b['adjusted_p']:.3g} {'≤' if b['distinguishable'] else '>'} α {ev['alpha']:g}", detail,
+                 bool(b.get("can_fail", True)), power)
+
+
+# ---- the whole set ----------------------------------------------------------------------------------
+def evaluate_gates(inputs: GateInputs, params: GateParams) -> dict[str, Verdict]:
+    """Every registered gate's verdict, in report order; a switched-off gate is reported as ``off``."""
+    out: dict[str, Verdict] = {}
+    for name in gate_names():
+        cfg = getattr(params, name, None)
+        if cfg is None:
+            raise ConfigError(f"gate {name!r} is registered but params has no gates.{name} section")
+        out[name] = GATES.get(name).fn(inputs, cfg) if cfg.enabled else off(name)
     return out
 
 
@@ -134,14 +277,15 @@ def failed(verdicts: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 def summary(verdicts: Mapping[str, Mapping[str, Any]]) -> str:
-    """One line: ``utility ok (0.4 ≤ 2.0), forgetting FAIL (7.1 > 5.0), privacy off, ...``."""
+    """One line: ``utility ok (0.4 ≤ 2), forgetting FAIL (1/3 requests detectable), privacy off, ...``."""
     parts = []
     for name, v in verdicts.items():
         if not v.get("enabled", True):
             parts.append(f"{name} off")
-        elif v["value"] is None:
-            parts.append(f"{name} {'ok' if v['passed'] else 'FAIL'} (not measured)")
         else:
-            sign = "≤" if v["value"] <= v["threshold"] else ">"
-            parts.append(f"{name} {'ok' if v['passed'] else 'FAIL'} ({v['value']:g} {sign} {v['threshold']:g})")
+            note = "" if v.get("can_fail", True) else ", cannot fail"
+            parts.append(f"{name} {'ok' if v['passed'] else 'FAIL'} ({v.get('short', '')}{note})")
     return ", ".join(parts)
+
+
+MEANING = {name: GATES.get(name).meaning for name in gate_names()}

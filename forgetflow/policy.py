@@ -1,6 +1,7 @@
 """Decisions a deletion batch takes, as pure functions of measured facts and params.yaml.
 
 * :func:`decide` — before unlearning: unlearn, or retrain from scratch on the retain set (exact)?
+* :func:`escalate` — the membership evidence found leftover membership: unlearn again, harder?
 * :func:`after_gate_failure` — the unlearned model failed the gates: retrain instead?
 * :func:`plan_promotion` — promote now, wait for a person, or keep the champion?
 * :func:`audit_verdict` — an oracle audit: has the champion drifted from a fresh retrain?
@@ -11,13 +12,18 @@ numbers it was taken on.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from forgetflow.config import AuditParams, RetrainParams
 
 UNLEARN = "unlearn"
 RETRAIN = "retrain"
+# The ledger's quality metric of every full retrain of the serving recipe (``forgetflow train``, retrain batches,
+# oracle audits): the cost gate's yardstick.
+FULL_RETRAIN_METRIC = "full_retrain_seconds"
+EVIDENCE_GATES = ("forgetting", "privacy")
 
 
 @dataclass
@@ -110,6 +116,46 @@ def decide(params: RetrainParams, facts: Facts, forced: str | None = None) -> De
     return Decision(UNLEARN, "within-limits", "Unlearning suffices: " + "; ".join(parts) + ".", m)
 
 
+def escalate(factor: float | None, first: Decision, gates: Mapping[str, Mapping[str, Any]],
+             phases: Sequence[Mapping[str, Any]], version: str) -> tuple[Decision, dict[str, dict[str, Any]]] | None:
+    """The unlearned model still shows membership: unlearn again with a larger budget of the same method(s)?
+
+    Escalation happens once, only when the failed gates are the evidence gates (forgetting, privacy) and at
+    least one of their *evidence* checks failed: a failed utility or cost gate would only get worse with a
+    larger budget, so those go straight to a retrain. The budget is each phase's ``epochs`` times ``factor``
+    (rounded up for whole-epoch methods); a method without an ``epochs`` setting cannot be escalated.
+
+    Returns:
+        (the escalation decision, per-method config overrides), or None when there is nothing to escalate.
+    """
+    failed = [name for name, v in gates.items() if not v.get("passed", True)]
+    if factor is None or first.action != UNLEARN or first.rule == "escalation" or not failed:
+        return None
+    if any(name not in EVIDENCE_GATES for name in failed):
+        return None
+    evidence_failed = [c for name in failed for c in gates[name].get("checks", [])
+                       if c["name"] in ("requests", "forget-share") and not c["passed"]]
+    if not evidence_failed:
+        return None
+    overrides: dict[str, dict[str, Any]] = {}
+    changes = []
+    for phase in phases:
+        epochs = (phase.get("config") or {}).get("epochs")
+        if not isinstance(epochs, (int, float)) or isinstance(epochs, bool):
+            return None
+        stronger = math.ceil(epochs * factor) if isinstance(epochs, int) else round(float(epochs) * factor, 6)
+        overrides[phase["method"]] = {"epochs": stronger}
+        changes.append(f"{phase['method']} epochs {epochs:g} → {stronger:g}")
+    why = "; ".join(c["detail"] for c in evidence_failed)
+    measures = {**first.measures, "failed_gates": failed, "rejected_version": version, "escalation_factor": factor,
+                "escalated_budget": overrides}
+    return Decision(UNLEARN, "escalation",
+                    f"The membership evidence found leftover membership after unlearning (version {version}): {why}. "
+                    f"The batch unlearned again from the serving model with {factor:g}x the budget "
+                    f"({', '.join(changes)}; evidence.escalation_budget) before considering a retrain. "
+                    f"(Before unlearning: {first.reason})", measures), overrides
+
+
 def after_gate_failure(params: RetrainParams, first: Decision, failed_gates: Sequence[str],
                        version: str) -> Decision | None:
     """The unlearned model failed ``failed_gates``: the retrain decision, or None when policy says keep it."""
@@ -119,7 +165,7 @@ def after_gate_failure(params: RetrainParams, first: Decision, failed_gates: Seq
     return Decision(RETRAIN, "gate-failure",
                     f"The unlearned model (version {version}) failed the {', '.join(failed_gates)} gate(s) and "
                     "retrain.on_gate_failure is on, so the batch retrained from scratch without the erased samples "
-                    f"instead. (Before unlearning: {first.reason})", measures)
+                    f"instead. (Before that: {first.reason})", measures)
 
 
 def plan_promotion(approval: str, gates_passed: bool, exact: bool, version: str,

@@ -55,6 +55,8 @@ MEASURE_NAMES = {
     "reference_test_acc": "Reference test accuracy (%)", "quality_reference": "Reference",
     "quality_drift": "Quality drift (points)", "failed_gates": "Gates the unlearned model failed",
     "rejected_version": "Rejected unlearned version",
+    "escalation_factor": "Budget multiplier of the escalation (evidence.escalation_budget)",
+    "escalated_budget": "Settings of the escalated unlearning",
 }
 
 
@@ -72,6 +74,33 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 def _pct(value: Any) -> str:
     return "—" if value is None else f"{float(value):.2%}"
+
+
+def _pct1(value: Any) -> str:
+    return "—" if value is None else f"{100 * float(value):.1f} %"
+
+
+def _p(value: Any) -> str:
+    """A p-value readably: three significant digits, scientific below 0.001."""
+    if value is None:
+        return "—"
+    v = float(value)
+    return f"{v:.2e}" if v < 1e-3 else f"{v:.3g}"
+
+
+def evidence_lines(ev: Mapping[str, Any] | None) -> list[str]:
+    """The batch's membership evidence in a few lines for a terminal (``forgetflow batch run``)."""
+    if not ev:
+        return []
+    b = ev["batch"]
+    lines = [f"  evidence ({ev['attack']}, K={ev['k']}, α={ev['alpha']:g}): "
+             f"{len(ev['detectable_requests'])} of {len(ev['requests'])} request(s) still detectable; forget set "
+             f"{_pct1(b['share'])} detected vs never-seen {_pct1(b['floor']['share'])} (adjusted p {_p(b['adjusted_p'])}); "
+             f"verified in {ev['seconds'].get('after', 0):.2f} s"]
+    for r in ev["requests"]:
+        lines.append(f"    {r['request_id']}: {r['verdict']} (adjusted p {_p(r['adjusted_p'])}"
+                     + (f", before {_p(r.get('before_adjusted_p'))}" if "before_adjusted_p" in r else "") + ")")
+    return lines
 
 
 def purge_lines(purge: Mapping[str, Any] | None) -> list[str]:
@@ -187,6 +216,44 @@ def plots(outputs: Mapping[str, np.ndarray], doc: Mapping[str, Any]) -> list[dic
     return out
 
 
+def membership_plot(scores: Mapping[str, Any], ev: Mapping[str, Any] | None) -> list[dict[str, str]]:
+    """Histogram of membership scores: erased samples before and after, never-seen images, the oracle."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    after = scores.get("after")
+    if not after or not len(after.get("forget", [])):
+        return []
+    series = [(np.asarray(after["null"], float), "never-seen test images (new model)", "#333333", "step"),
+              (np.asarray((scores.get("before") or {}).get("forget", []), float), "erased samples, before", "#999999",
+               "stepfilled"),
+              (np.asarray(after["forget"], float), "erased samples, new model", "#2a6fdb", "stepfilled"),
+              (np.asarray((scores.get("oracle") or {}).get("forget", []), float), "erased samples, oracle", "#e07b00",
+               "stepfilled")]
+    values = np.concatenate([s[0] for s in series if len(s[0])])
+    values = values[np.isfinite(values)]
+    bins = np.linspace(float(values.min()), float(values.max()) + 1e-9, 40)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for data, label, colour, kind in series:
+        if len(data):
+            ax.hist(np.clip(data, bins[0], bins[-1]), bins=bins, density=True, alpha=0.45 if kind != "step" else 1.0,
+                    label=label, color=colour, histtype=kind, edgecolor=colour, linewidth=1.2)
+    threshold = (ev or {}).get("threshold")
+    if threshold is not None:
+        ax.axvline(threshold, color="#a4161a", linestyle="--", linewidth=1,
+                   label=f"detection threshold ({100 * (ev or {}).get('fpr', 0.01):.0f} % false positives)")
+    ax.set_xlabel(f"membership score ({(ev or {}).get('attack', 'attack')}; higher = more like training data)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    return [{"title": "Membership scores", "png": _png(fig),
+             "caption": "How 'member-like' each erased sample looks to the attack, before and after this batch, next "
+                        "to images no model trained on. After erasure the erased samples' scores should sit where "
+                        "the never-seen images' do (and where the oracle's do, when one was trained); scores to "
+                        "the right of the dashed line count as detected."}]
+
+
 def summary_lines(doc: Mapping[str, Any]) -> list[str]:
     """The report's opening paragraph, in plain words."""
     requests = doc.get("requests_detail") or []
@@ -212,20 +279,37 @@ def summary_lines(doc: Mapping[str, Any]) -> list[str]:
     else:
         lines.append(f"The result, model version {version}, did not pass the checks; the previous model keeps serving "
                      "and still holds the erased samples until a retrain replaces it.")
+    ev = doc.get("evidence")
+    if ev:
+        detectable = ev.get("detectable_requests") or []
+        lines.append(f"Membership evidence ({ev.get('attack')} with {ev.get('k')} reference models, α = {ev.get('alpha')}): "
+                     + (f"{len(detectable)} request(s) still detectable after unlearning ({', '.join(detectable[:5])})."
+                        if detectable else "no request is detectable after unlearning")
+                     + ("" if detectable else (
+                         "; the erased samples as a whole are "
+                         + ("still distinguishable from never-seen images." if ev["batch"]["distinguishable"]
+                            else "not distinguishable from never-seen images."))))
     dv = doc.get("data_version") or {}
     lines.append(f"The samples were deleted from the dataset (new version {dv.get('version', '-')}), and "
                  f"{len(doc.get('receipts_detail') or [])} deletion receipt(s) were issued.")
     return lines
 
 
-def render_html(doc: Mapping[str, Any], outputs: Mapping[str, np.ndarray] | None = None) -> str:
-    """The whole report page (self-contained: styles inline, plots as base64 PNG)."""
+def render_html(doc: Mapping[str, Any], outputs: Mapping[str, np.ndarray] | None = None,
+                scores: Mapping[str, Any] | None = None) -> str:
+    """The whole report page (self-contained: styles inline, plots as base64 PNG).
+
+    ``scores`` is the stored evidence record's ``scores`` (role → forget / null attack scores), for the plot of
+    membership scores.
+    """
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("forgetflow", "templates"), autoescape=True,
                              undefined=jinja2.ChainableUndefined)
     env.filters["fmt"] = _fmt
     env.filters["pct"] = _pct
+    env.filters["pct1"] = _pct1
+    env.filters["p"] = _p
     mia_keys = set(doc.get("metrics") or {}) | set(doc.get("oracle") or {})
     rows = [r for r in METRICS if r[0] in mia_keys or r[0] in ("forget_acc", "retain_acc", "test_acc")]
     gates = doc.get("gates") or {}
@@ -235,9 +319,10 @@ def render_html(doc: Mapping[str, Any], outputs: Mapping[str, np.ndarray] | None
         validation=doc.get("validation"), frame_names=FRAME_NAMES, decision=doc.get("decision") or {},
         measure_names=MEASURE_NAMES, metric_rows=rows, m=doc.get("metrics") or {}, o=doc.get("oracle") or {},
         c=doc.get("champion_before") or {}, gaps=doc.get("gaps") or {}, conventions=doc.get("mia_conventions") or {},
-        plots=plots(outputs, doc) if outputs else [], gates=gates, meaning=MEANING,
+        plots=(membership_plot(scores, doc.get("evidence")) if scores else []) + (plots(outputs, doc) if outputs else []),
+        gates=gates, meaning=MEANING, ev=doc.get("evidence"),
         exact=(doc.get("decision") or {}).get("action") == "retrain", promotion=doc.get("promotion") or {},
-        rejected=doc.get("rejected"), dv_before=(doc.get("data_version_before") or {}),
+        rejected=doc.get("rejected"), attempts=doc.get("attempts") or [], dv_before=(doc.get("data_version_before") or {}),
         dv_after=doc.get("data_version") or {}, superseded=doc.get("superseded") or [],
         purge_lines=purge_lines(doc.get("purge")),
         receipts=doc.get("receipts_detail") or [])
@@ -256,6 +341,13 @@ def render_markdown(doc: Mapping[str, Any], report_path: str) -> str:
     for name, g in (doc.get("gates") or {}).items():
         verdict = "off" if not g.get("enabled", True) else ("passed" if g["passed"] else "**failed**")
         lines.append(f"| {name} | {verdict} | {g.get('detail', '')} |")
+    ev = doc.get("evidence")
+    if ev:
+        lines += ["", f"| request | samples | adjusted p after | after | adjusted p before | before |",
+                  "|---|---:|---:|---|---:|---|"]
+        for r in ev["requests"]:
+            lines.append(f"| {r['request_id']} | {r['samples']} | {_p(r['adjusted_p'])} | {r['verdict']} | "
+                         f"{_p(r.get('before_adjusted_p'))} | {r.get('before_verdict') or '—'} |")
     decision, promotion = doc.get("decision") or {}, doc.get("promotion") or {}
     lines += ["", f"**Unlearn or retrain:** {decision.get('action')} ({decision.get('rule')}): {decision.get('reason')}",
               "", f"**Promotion:** {promotion.get('action')}: {promotion.get('reason')}", "",

@@ -12,6 +12,7 @@ from forgetflow import pipeline
 from forgetflow.data import DatasetVersion
 from forgetflow.metrics import evaluate_model
 from forgetflow.models import save_checkpoint
+from forgetflow.policy import FULL_RETRAIN_METRIC
 from forgetflow.project import Project
 from forgetflow.runtime import resolve_device
 from tasks import tracking, versioning
@@ -65,6 +66,8 @@ def train_and_register(project: Project, force: bool = False) -> OriginalInfo:
     run_id, mv = tracking.log_model_run(project, trained.model, "original", params, metrics, tags,
                                         {"reports/params.resolved.json": project.params.model_dump(mode="json")})
     tracking.move_alias(project, ledger(project), tracking.CHAMPION, mv, "original model trained", "forgetflow train")
+    # the cost gate's yardstick: every full training of the serving recipe is recorded (forgetflow.policy)
+    ledger(project).record_quality(f"train-v{mv}", mv, {FULL_RETRAIN_METRIC: trained.seconds})
     metrics_path = project.models_dir / "original.json"
     metrics_path.write_text(json.dumps({"model_version": mv, "run_id": run_id, **metrics}, indent=1) + "\n")
     return OriginalInfo(mv, run_id, metrics, trained.seconds, trained.cached, False)

@@ -1,8 +1,9 @@
-"""Decision tasks: unlearn or retrain (before unlearning), and the quality record that keeps drift measured.
+"""Decision tasks: unlearn or retrain (before unlearning), escalate or retrain (after the gates), and the quality
+record that keeps drift and the retraining cost measured.
 
 The facts come from the registry (the champion's lineage and its recorded test accuracy), the ledger
-(erasures per dataset version, oracle-audit results in the ``quality`` table) and the batch's manifest; the
-rules are ``forgetflow.policy``'s.
+(erasures per dataset version, oracle-audit results and full-retrain times in the ``quality`` table) and the
+batch's manifest; the rules are ``forgetflow.policy``'s.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from forgetflow import lineage, policy
-from forgetflow.policy import Decision, Facts
+from forgetflow.policy import FULL_RETRAIN_METRIC, Decision, Facts
 from forgetflow.project import Project
 from tasks import lineage as lineage_tasks
 from tasks import tracking
@@ -62,6 +63,25 @@ def record_quality(project: Project, batch_id: str, champion_after: str, metrics
     return kept
 
 
+def last_full_retrain(project: Project) -> tuple[float | None, str]:
+    """The cost gate's yardstick: the wall time of the last recorded full retrain of the serving recipe.
+
+    Every full retrain records its time in the ledger's quality table (``forgetflow train``, a retrain batch, an
+    oracle audit); a project older than that record falls back to the training time of the champion's lineage
+    root in MLflow. Returns (seconds or None, where the number comes from in words).
+    """
+    rows = ledger(project).quality(FULL_RETRAIN_METRIC)
+    if rows:
+        last = rows[-1]
+        at = dt.datetime.fromisoformat(last["at"])
+        return float(last["value"]), f"the last full retrain ({last['batch_id']}, {at:%Y-%m-%d %H:%M} UTC)"
+    from tasks import bootstrap
+
+    champion = tracking.alias_version(project, tracking.CHAMPION)
+    seconds = bootstrap.champion_train_seconds(project, champion) if champion else None
+    return seconds, f"the training of the champion's lineage root (version {champion}'s ancestry, MLflow)"
+
+
 def quality_trend(project: Project, metrics: tuple[str, ...] = ("champion_test_acc", "avg_gap", "forgotten_fraction",
                                                                   "quality_drift", AUDIT_METRIC,
                                                                   "audit_champion_test_acc")) -> dict[str, list[dict[str, Any]]]:
@@ -98,3 +118,9 @@ def retrain_after_gate_failure(project: Project, decision: Decision, failed_gate
                                version: str) -> Decision | None:
     """The unlearned ``version`` failed ``failed_gates``: the retrain decision, or None (``retrain.on_gate_failure``)."""
     return policy.after_gate_failure(project.params.retrain, decision, failed_gates, version)
+
+
+def escalate_after_evidence(project: Project, decision: Decision, gates: dict[str, Any], phases: list[dict[str, Any]],
+                            version: str) -> tuple[Decision, dict[str, dict[str, Any]]] | None:
+    """The evidence still detects membership in ``version``: unlearn again harder (``evidence.escalation_budget``)?"""
+    return policy.escalate(project.params.evidence.escalation_budget, decision, gates, phases, version)

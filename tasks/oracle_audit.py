@@ -92,8 +92,8 @@ def _metrics(m: Measured) -> dict[str, float]:
 
 @task(name="audit-record", cache_policy=NO_CACHE)
 def record(project: Project, m: Measured) -> None:
-    """The drift measures go to the ledger's quality table (rows of this audit, for the champion)."""
-    ledger(project).record_quality(m.audit_id, m.champion, _metrics(m))
+    """The drift measures and the retrain's time go to the ledger's quality table (rows of this audit)."""
+    ledger(project).record_quality(m.audit_id, m.champion, {**_metrics(m), policy.FULL_RETRAIN_METRIC: m.retrain["seconds"]})
 
 
 @task(name="audit-log", cache_policy=NO_CACHE)

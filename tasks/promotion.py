@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from forgetflow import faults, lineage, policy
 from forgetflow.errors import PromotionRefused
-from forgetflow.gates import all_passed, evaluate_gates, failed, summary
+from forgetflow.gates import GateInputs, all_passed, evaluate_gates, failed, summary
 from forgetflow.models import load_checkpoint
 from forgetflow.project import Project
 from tasks import bootstrap, tracking
@@ -57,11 +57,14 @@ class Registered:
 @task(name="register", cache_policy=NO_CACHE)
 def register_candidate(project: Project, batch_id: str, resolved: ResolvedBatch, candidate: Candidate, scores: Scores,
                        oracle: OracleResult | None, data_version: dict[str, Any], context: dict[str, Any],
-                       role: str = "unlearned", decision: dict[str, Any] | None = None) -> Registered:
+                       role: str = "unlearned", decision: dict[str, Any] | None = None,
+                       evidence: Any = None, retrain_seconds: float | None = None) -> Registered:
     """Log the MLflow run (params, metrics, reports, lineage) and register the model as ``challenger``.
 
     ``role`` is ``unlearned`` (the champion after unlearning: its parent is the champion) or ``retrain``
     (trained from scratch on the retain set: it replaces the champion but descends from nothing).
+    ``evidence`` (``tasks.verify.Verified``) adds the membership evidence (metrics, the record file, the tag
+    ``evidence_record`` a re-check reads); ``retrain_seconds`` is the cost gate's yardstick at the time.
     """
     model = load_checkpoint(Path(candidate.path))
     metrics = dict(scores.metrics)
@@ -71,6 +74,13 @@ def register_candidate(project: Project, batch_id: str, resolved: ResolvedBatch,
     metrics["unlearn_seconds"] = candidate.seconds
     if oracle is not None:
         metrics["oracle_seconds"] = oracle.seconds
+    if retrain_seconds is not None:
+        metrics["retrain_reference_seconds"] = retrain_seconds
+    if evidence is not None:
+        batch = evidence.summary["batch"]
+        metrics.update({"evidence_detectable_requests": len(evidence.summary["detectable_requests"]),
+                        "evidence_forget_share": batch["share"], "evidence_floor_share": batch["floor"]["share"],
+                        "evidence_batch_adjusted_p": batch["adjusted_p"], "verify_seconds": evidence.seconds})
     request_ids = resolved.manifest.valid_request_ids
     tags = {
         "forgetflow.role": role,
@@ -95,6 +105,8 @@ def register_candidate(project: Project, batch_id: str, resolved: ResolvedBatch,
     if decision:
         tags["decision"] = decision["action"]
         tags["decision_rule"] = decision["rule"]
+    if evidence is not None:
+        tags["evidence_record"] = evidence.path
     params = {"method": candidate.method, "phases": candidate.phases, "seed": project.params.seed,
               "arch": project.params.model.arch, "requests": len(request_ids),
               "forget_samples": len(resolved.manifest.forget_ids()), "params_sha256": context.get("params_sha256"),
@@ -105,6 +117,8 @@ def register_candidate(project: Project, batch_id: str, resolved: ResolvedBatch,
     files = {"reports": project.root / resolved.report_path, "manifest": project.root / resolved.path}
     if scores.report_path:
         files["reports/evaluation"] = project.root / scores.report_path
+    if evidence is not None:
+        files["reports/evidence"] = project.root / evidence.path
     run_name = f"batch-{batch_id}" + ("-retrain" if role == "retrain" else "")
     run_id, version = tracking.log_model_run(project, model, run_name, params, metrics, tags, documents, files)
     faults.kill_point("register")  # drill: the version is registered, the challenger alias not yet moved
@@ -123,16 +137,17 @@ class Verdict:
 
 
 @task(name="gate", cache_policy=NO_CACHE)
-def gate(project: Project, candidate: Candidate, scores: Scores, oracle: OracleResult | None,
-         champion_train_seconds: float | None, version: str | None = None) -> Verdict:
-    """Apply params.yaml's gates; the retraining time is the oracle's (else the champion's training time).
+def gate(project: Project, candidate: Candidate, scores: Scores, retrain: tuple[float | None, str],
+         evidence: dict[str, Any] | None, version: str | None = None) -> Verdict:
+    """Apply params.yaml's gates (``forgetflow.gates``) to the candidate's metrics and membership evidence.
 
-    The verdict is also written on the model version (tag ``gates``: passed / failed: <gates>).
+    ``retrain`` is (seconds, source) of the last recorded full retrain (``tasks.decision.last_full_retrain``),
+    the cost gate's yardstick. The verdict is also written on the model version (tag ``gates``).
     """
-    retrain = oracle.seconds if oracle is not None else champion_train_seconds
-    verdicts = evaluate_gates(scores.metrics, scores.champion, scores.oracle, candidate.seconds, retrain,
-                              project.params.gates)
-    verdict = Verdict(verdicts, all_passed(verdicts), retrain, failed(verdicts))
+    inputs = GateInputs(scores.metrics, scores.champion, scores.oracle, candidate.seconds, retrain[0], retrain[1],
+                        evidence)
+    verdicts = evaluate_gates(inputs, project.params.gates)
+    verdict = Verdict(verdicts, all_passed(verdicts), retrain[0], failed(verdicts))
     if version is not None:
         tracking.set_version_tags(project, version, {"gates": "passed" if verdict.passed else
                                                      "failed: " + ", ".join(verdict.failed)})
@@ -197,12 +212,18 @@ def recheck(project: Project, version: str) -> dict[str, Any]:
     if role == "original" or "test_acc" not in champion:
         return {"version": version, "role": role, "exact": exact, "gates": {}, "passed": exact, "failed": [],
                 "summary": "no batch evaluation to gate (a model trained from scratch)"}
-    retrain = metrics.get("oracle_seconds")
-    if retrain is None:
+    retrain = metrics.get("retrain_reference_seconds")
+    source = "the last full retrain recorded when the batch ran"
+    if retrain is None:  # versions registered before the reference was logged
         parent = info["tags"].get("parent_model_version")
         retrain = bootstrap.champion_train_seconds(project, parent) if parent else None
-    verdicts = evaluate_gates(candidate, champion, oracle or None, float(metrics.get("unlearn_seconds", 0.0)),
-                              retrain, project.params.gates)
+        source = "the training of the parent's lineage root"
+    from tasks import verify
+
+    evidence = verify.recheck_input(project, info["tags"].get("evidence_record"))
+    inputs = GateInputs(candidate, champion, oracle or None, float(metrics.get("unlearn_seconds", 0.0)), retrain,
+                        source, evidence)
+    verdicts = evaluate_gates(inputs, project.params.gates)
     return {"version": version, "role": role, "exact": exact, "gates": verdicts, "passed": all_passed(verdicts),
             "failed": failed(verdicts), "summary": summary(verdicts)}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from forgetflow import receipts
+from forgetflow import evidence, receipts
 from forgetflow.project import Project
 from tasks import tracking
 from tasks.claims import ledger
@@ -23,7 +23,8 @@ def verify_receipts(project: Project) -> receipts.Verification:
     book = ledger(project)
     rows = book.receipts()
     versions = {(v["dataset"], v["version"]): v for v in book.versions()}
-    checks = [receipts.check_manifest_link(project.root), _ledger_link(book, versions), _mlflow_link(project)]
+    checks = [receipts.check_manifest_link(project.root), _ledger_link(book, versions), _mlflow_link(project),
+              evidence.check_receipt, lambda doc: evidence.check_receipt_record(doc, project.root)]
     done = [r["request_id"] for r in book.list(state="done")]
     result = receipts.verify(rows, project.root, checks, anchors=anchors(project), done_request_ids=done)
     on_disk = sorted(p.name for p in project.receipts_dir.glob("*.json")) if project.receipts_dir.exists() else []

@@ -43,6 +43,9 @@ def issue_receipts(project: Project, batch_id: str, manifest_path: str, manifest
     seq = last["seq"] if last else 0
     prev = last["sha256"] if last else None
     bodies = receipts.build_bodies(manifest, manifest_path, manifest_sha256, [requests[r] for r in honoured], context)
+    for body in bodies:  # the membership evidence is per request: each receipt carries its own request's entry
+        if "evidence" in body:
+            body["evidence"] = (body["evidence"].get("requests") or {}).get(body["request"]["request_id"])
     rows = []
     paths = []
     docs = []

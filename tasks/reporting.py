@@ -2,7 +2,7 @@
 MLflow run and published as Prefect artifacts (a Markdown digest and a link to the page).
 
 The report is a rendering of records that already exist (the batch JSON ``summary.json``, the ledger, the
-validation and evaluation reports, the per-sample outputs, the receipts), so ``forgetflow report BATCH`` can
+validation and evaluation reports, the per-sample outputs, the evidence record, the receipts), so ``forgetflow report BATCH`` can
 regenerate it at any time.
 """
 
@@ -81,7 +81,10 @@ def render(project: Project, result: dict[str, Any]) -> tuple[Path, dict[str, An
     folder = project.reports_dir / result["batch_id"]
     outputs_file = folder / (result.get("outputs_file") or "outputs.npz")
     outputs = dict(np.load(outputs_file)) if outputs_file.exists() else None
-    html = report.render_html(doc, outputs)
+    record = (result.get("evidence") or {}).get("record")
+    scores = json.loads((project.root / record).read_text())["record"]["scores"] \
+        if record and (project.root / record).exists() else None
+    html = report.render_html(doc, outputs, scores)
     path = folder / "report.html"
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(html, encoding="utf-8")

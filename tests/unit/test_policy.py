@@ -68,3 +68,46 @@ def test_audit_verdict():
     assert drifted["drifted"] and drifted["replace"] and drifted["test_acc_gap"] == 1.0
     held = audit_verdict(AuditParams(replace=False), 90.0, 90.0, ["b2"], "3")
     assert held["replace"] is False and "b2" in held["reason"] and "audit.replace is off" in held["reason"]
+
+
+def _gates(**failed_checks):
+    """Gate verdicts where the named gates failed on the named checks."""
+    out = {}
+    for name in ("utility", "forgetting", "privacy", "cost"):
+        checks = failed_checks.get(name)
+        out[name] = {"passed": not checks, "checks": [{"name": c, "passed": False, "detail": f"{c} failed"}
+                                                      for c in (checks or [])]}
+    return out
+
+
+PHASES = [{"method": "rem", "config": {"epochs": 2.0}}, {"method": "aru", "config": {"epochs": 1}}]
+
+
+def test_evidence_failure_escalates_the_budget_once_and_says_why():
+    from forgetflow.policy import escalate
+
+    first = decide(RetrainParams(), facts())
+    escalated = escalate(2.0, first, _gates(forgetting=["requests"]), PHASES, "4")
+    assert escalated is not None
+    decision, overrides = escalated
+    assert (decision.action, decision.rule) == ("unlearn", "escalation")
+    assert overrides == {"rem": {"epochs": 4.0}, "aru": {"epochs": 2}}  # whole-epoch methods stay whole
+    assert "requests failed" in decision.reason and "version 4" in decision.reason and "rem epochs 2 → 4" in decision.reason
+    assert decision.measures["failed_gates"] == ["forgetting"]
+    assert escalate(2.0, decision, _gates(forgetting=["requests"]), PHASES, "5") is None  # only once
+    # and then a failure retrains, naming the escalation in its reason
+    retry = after_gate_failure(RetrainParams(), decision, ["forgetting"], "5")
+    assert retry.action == "retrain" and "escalation" in retry.reason.lower()
+
+
+def test_no_escalation_when_a_larger_budget_cannot_help_or_is_off():
+    from forgetflow.policy import escalate
+
+    first = decide(RetrainParams(), facts())
+    assert escalate(2.0, first, _gates(forgetting=["requests"], utility=["test-acc-drop"]), PHASES, "4") is None
+    assert escalate(2.0, first, _gates(forgetting=["forget-acc-vs-oracle"]), PHASES, "4") is None  # not the evidence
+    assert escalate(None, first, _gates(privacy=["forget-share"]), PHASES, "4") is None  # switched off
+    assert escalate(2.0, first, _gates(privacy=["forget-share"]), [{"method": "ssd", "config": {}}], "4") is None
+    assert escalate(2.0, first, _gates(), PHASES, "4") is None  # nothing failed
+    assert escalate(2.0, decide(RetrainParams(), facts(), forced="retrain"), _gates(privacy=["forget-share"]),
+                    PHASES, "4") is None
