@@ -87,7 +87,7 @@ data: {dataset: digits, shard_size: 256}
 model: {arch: small-cnn, width: 8}
 train: {epochs: 15, batch_size: 64, lr: 0.05, progress: false, device: cpu}
 evaluate: {mia_max_shadow: 300}
-unlearn: {method: auto, preset: null, methods: {neggrad-plus: {epochs: 0.3}, finetune: {epochs: 0.3}}}
+unlearn: {method: auto, preset: null, methods: {neggrad-plus: {forget_passes: 0.1, min_steps: 4}, finetune: {forget_passes: 0.1, min_steps: 4}}}
 gates: {max_time_ratio: 1.0, max_test_acc_drop: 5.0, max_forget_acc_gap: 10.0, max_mia_gap: 50.0}
 """
 
