@@ -46,6 +46,9 @@ class Facts:
     champion_test_acc: float | None
     reference_test_acc: float | None  # the most recent full retrain's (lineage root or oracle audit)
     reference: str = ""  # where the reference comes from, in words
+    # predicted before unlearning from the methods' budgets at a measured speed (pipeline.cost_estimate)
+    predicted_unlearn_seconds: float | None = None
+    predicted_retrain_seconds: float | None = None
 
     @property
     def forgotten_fraction(self) -> float | None:
@@ -67,11 +70,17 @@ class Facts:
                 "forgotten_fraction": None if fraction is None else round(fraction, 6),
                 "champion_test_acc": self.champion_test_acc, "reference_test_acc": self.reference_test_acc,
                 "quality_reference": self.reference,
-                "quality_drift": None if drift is None else round(drift, 4)}
+                "quality_drift": None if drift is None else round(drift, 4),
+                "predicted_unlearn_seconds": _round(self.predicted_unlearn_seconds),
+                "predicted_retrain_seconds": _round(self.predicted_retrain_seconds)}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def decide(params: RetrainParams, facts: Facts, forced: str | None = None) -> Decision:
-    """Unlearn, or retrain from scratch? First matching rule wins: forced, lineage, forgotten fraction, drift."""
+    """Unlearn, or retrain from scratch? First matching rule wins: forced, lineage, cost, forgotten fraction, drift."""
     m = facts.measures()
     if forced == RETRAIN:
         return Decision(RETRAIN, "forced", "An operator asked for a retrain from scratch for this batch.", m)
@@ -84,6 +93,12 @@ def decide(params: RetrainParams, facts: Facts, forced: str | None = None) -> De
                         f"erased ({held}): their unlearned models were not promoted. Those samples are already "
                         "deleted, so they cannot be unlearned any more; the model is retrained from scratch "
                         "without them.", m)
+    unlearn_s, retrain_s = facts.predicted_unlearn_seconds, facts.predicted_retrain_seconds
+    if unlearn_s is not None and retrain_s is not None and unlearn_s >= retrain_s:
+        return Decision(RETRAIN, "cost",
+                        f"Unlearning this batch is predicted to take {unlearn_s:.1f} s, no less than retraining from "
+                        f"scratch ({retrain_s:.1f} s), from the methods' step budgets at the model's measured speed: "
+                        "the exact retrain costs no more, so the model is retrained.", m)
     fraction = facts.forgotten_fraction
     limit = params.max_forgotten_fraction
     if limit is not None and fraction is not None and fraction > limit:
@@ -106,6 +121,8 @@ def decide(params: RetrainParams, facts: Facts, forced: str | None = None) -> De
     if drift is not None:
         parts.append(f"quality drift {drift:.2f} points"
                      + (f" (limit {params.max_quality_drift:g})" if params.max_quality_drift is not None else ""))
+    if unlearn_s is not None and retrain_s is not None:
+        parts.append(f"unlearning predicted at {unlearn_s:.1f} s against {retrain_s:.1f} s to retrain")
     parts.append("the serving model holds no data of earlier erasures")
     return Decision(UNLEARN, "within-limits", "Unlearning suffices: " + "; ".join(parts) + ".", m)
 

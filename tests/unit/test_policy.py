@@ -68,3 +68,11 @@ def test_audit_verdict():
     assert drifted["drifted"] and drifted["replace"] and drifted["test_acc_gap"] == 1.0
     held = audit_verdict(AuditParams(replace=False), 90.0, 90.0, ["b2"], "3")
     assert held["replace"] is False and "b2" in held["reason"] and "audit.replace is off" in held["reason"]
+
+
+def test_a_predicted_unlearning_no_cheaper_than_retraining_retrains():
+    d = decide(RetrainParams(), facts(predicted_unlearn_seconds=50.0, predicted_retrain_seconds=40.0))
+    assert (d.action, d.rule) == ("retrain", "cost") and "50.0 s" in d.reason and "40.0 s" in d.reason
+    cheap = decide(RetrainParams(), facts(predicted_unlearn_seconds=4.0, predicted_retrain_seconds=40.0))
+    assert cheap.action == "unlearn" and "predicted at 4.0 s" in cheap.reason
+    assert cheap.measures["predicted_retrain_seconds"] == 40.0
