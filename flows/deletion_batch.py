@@ -138,7 +138,7 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
                         "fingerprint": data_version["fingerprint"], "dvc_md5": versioning.data_md5(project)}
 
         forget_ids = resolved.manifest.forget_ids()
-        decision = decide_action(project, len(forget_ids), action)
+        decision = decide_action(project, len(forget_ids), action, resolved.path, method)
         champion_before = decision.measures["champion_version"]
         _inject("decide", inject_failure)
 

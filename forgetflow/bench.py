@@ -31,6 +31,7 @@ from forgetflow.training import Recipe
 
 DO_NOTHING = "original"
 RETRAIN = "retrain"
+WRECK_DROP = 10.0  # points of test accuracy below the original's at which a cell is flagged as wrecking the model
 
 
 @dataclass
@@ -119,7 +120,21 @@ def _row(s: Setup, method: str, model: nn.Module, evaluation: Evaluation, second
         row.update(compare_to_oracle(evaluation, s.oracle_eval))
         row["retrain_seconds"] = s.oracle.seconds
         row["time_ratio"] = seconds / s.oracle.seconds if s.oracle.seconds > 0 else float("nan")
+    if method not in (DO_NOTHING, RETRAIN):
+        row["flags"] = "; ".join(cell_flags(row, s.original_eval.metrics.get("test_acc")))
     return row
+
+
+def cell_flags(row: dict[str, Any], original_test_acc: float | None) -> list[str]:
+    """Why a method's cell must not be read as a result: it wrecked the model, or it cost more than retraining."""
+    flags = []
+    test_acc = row.get("test_acc")
+    if test_acc is not None and original_test_acc is not None and test_acc < original_test_acc - WRECK_DROP:
+        flags.append(f"wrecked: test accuracy {test_acc:.1f} against the original's {original_test_acc:.1f}")
+    ratio = row.get("time_ratio")
+    if ratio is not None and not _isnan(ratio) and ratio > 1.0:
+        flags.append(f"slower than retraining ({ratio:.2f} x)")
+    return flags
 
 
 def reference_rows(s: Setup) -> list[dict[str, Any]]:
@@ -137,6 +152,7 @@ def run_method(s: Setup, method: str, overrides: dict[str, Any] | None = None, p
     spec = METHODS.get(method)
     scenario = s.task.preset if preset == "auto" else preset
     cfg = spec.resolve(scenario, overrides)
+    applied = spec.applied_preset(scenario)
     model = clone(s.original.model)
     data = data_for(spec, s.splits.forget, s.splits.retain, s.splits.num_classes, s.recipe)
     run = RunContext.create(s.seed + 1000, str(s.device), deterministic=True)
@@ -145,7 +161,9 @@ def run_method(s: Setup, method: str, overrides: dict[str, Any] | None = None, p
         unlearned = spec.unlearn(model, data, cfg, run)
     except MethodDivergedError as exc:  # a row that says so, rather than a benchmark that stops
         return {"scenario": s.task.scenario, "method": method, "seed": s.seed, "forget_size": len(s.splits.forget),
-                "seconds": time.perf_counter() - start, "diverged": str(exc), "config": cfg.model_dump()}
+                "seconds": time.perf_counter() - start, "diverged": str(exc), "config": cfg.model_dump(),
+                "preset": applied["applied"], "warning": applied["warning"] or "",
+                "flags": "diverged: " + str(exc).replace("; ", ", ")}
     if s.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -154,6 +172,8 @@ def run_method(s: Setup, method: str, overrides: dict[str, Any] | None = None, p
     evaluation = evaluate_model(unlearned, s.splits, s.device, max_shadow=s.max_shadow, seed=s.seed)
     row = _row(s, method, unlearned, evaluation, seconds)
     row["config"] = cfg.model_dump()
+    row["preset"] = applied["applied"]
+    row["warning"] = applied["warning"] or ""
     row["_forget_loss"] = evaluation.forget.loss.tolist()  # for the histograms; not a table column
     return row
 
@@ -236,12 +256,15 @@ def sequential(
         forget_now = version.sample_set(batch_rows)
         for method in methods:
             spec = METHODS.get(method)
-            cfg = spec.resolve("random" if preset == "auto" else preset, None)
+            scenario = "random" if preset == "auto" else preset
+            cfg = spec.resolve(scenario, None)
             data = data_for(spec, forget_now, splits.retain, splits.num_classes, recipe)
             run = RunContext.create(seed + 1000 * step, str(dev))
             start = time.perf_counter()
             models[method] = spec.unlearn(models[method], data, cfg, run)
             seconds = time.perf_counter() - start
             evaluation = evaluate_model(models[method], splits, dev, max_shadow=max_shadow, seed=seed)
-            rows.append({**_row(s, method, models[method], evaluation, seconds), "step": step})
+            applied = spec.applied_preset(scenario)
+            rows.append({**_row(s, method, models[method], evaluation, seconds), "step": step,
+                         "preset": applied["applied"], "warning": applied["warning"] or ""})
     return rows

@@ -68,7 +68,11 @@ def _fmt(mean: float, std: float, key: str) -> str:
 
 
 def markdown(rows: Sequence[dict[str, Any]], group: str = "scenario") -> str:
-    """One Markdown table per scenario label, mean ± std over seeds; the do-nothing and retrain rows first."""
+    """One Markdown table per scenario label, mean ± std over seeds; the do-nothing and retrain rows first.
+
+    A method whose run of some seed was flagged (wrecked the model, cost more than retraining, diverged) or ran
+    without a preset for the scenario is marked ⚠ and its reasons are listed under the table.
+    """
     out = []
     labels = list(dict.fromkeys(r[group] for r in rows))
     for label in labels:
@@ -81,9 +85,14 @@ def markdown(rows: Sequence[dict[str, Any]], group: str = "scenario") -> str:
         out.append(f"### {label} ({seeds} seed{'s' if seeds > 1 else ''})\n")
         out.append("| method | " + " | ".join(LABELS.get(c, c) for c in cols) + " |")
         out.append("|---|" + "---|" * len(cols))
+        notes = _notes(sub)
         for a in agg:
             name = {"original": "original (do nothing)", "retrain": "retrain (oracle)"}.get(a["method"], a["method"])
+            if a["method"] in notes:
+                name += " ⚠"
             out.append(f"| {name} | " + " | ".join(_fmt(a[c], a[f'{c}_std'], c) for c in cols) + " |")
+        for method, reasons in notes.items():
+            out.append(f"\n⚠ {method}: " + "; ".join(reasons))
         out.append("")
     return "\n".join(out)
 
@@ -94,6 +103,18 @@ def write_markdown(rows: Sequence[dict[str, Any]], path: Path, title: str, comma
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"# {title}\n\nCommand: `{command}`  \nRunner: {runner}\n\n{tables}\n")
     return tables
+
+
+def _notes(rows: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    """Per method, the distinct flags and preset warnings of its rows (with the seed where they came from)."""
+    notes: dict[str, list[str]] = {}
+    for r in rows:
+        flags = [f.strip() for f in (r.get("flags") or "").split("; ") if f.strip()]  # cell_flags joins with "; "
+        for part in flags + ([r["warning"]] if r.get("warning") else []):
+            entry = f"{part} (seed {r.get('seed')})"
+            if entry not in notes.setdefault(r["method"], []):
+                notes[r["method"]].append(entry)
+    return {m: v for m, v in notes.items() if v}
 
 
 def plots(rows: Sequence[dict[str, Any]], folder: Path) -> list[Path]:

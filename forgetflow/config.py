@@ -204,7 +204,7 @@ class EvidenceParams(Strict):
     power: float = Field(0.8, gt=0, lt=1, description="each gate states the smallest effect it catches with this power")
     escalation_budget: float | None = Field(
         2.0, gt=1, description="when the evidence still detects membership, unlearn again once with this multiple of "
-                               "the method's epochs before retraining; null = retrain at once (retrain.on_gate_failure)")
+                               "the method's step budget (forget_passes with its floor and cap, or epochs) before retraining; null = retrain at once (retrain.on_gate_failure)")
 
 
 class UtilityGate(Strict):

@@ -6,6 +6,7 @@ project's own files (dataset versions, manifests, the model cache) and compute.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -20,13 +21,16 @@ from forgetflow.data.tombstones import TombstoneKey, load_key
 from forgetflow.errors import DataError
 from forgetflow.ledger.reasons import CORRUPTION_REASONS
 from forgetflow.methods import METHODS, data_for
+from forgetflow.methods.cost import Sizes, measure_seconds_per_pass, predict, retrain_passes
 from forgetflow.models import clone, same_architecture
 from forgetflow.oracle import TrainedModel, train_cached
 from forgetflow import recipes
 from forgetflow.project import Project
-from forgetflow.runtime import RunContext
+from forgetflow.runtime import RunContext, resolve_device
 from forgetflow.scenarios import REASON_PRESET
 from forgetflow.training import Recipe
+
+log = logging.getLogger(__name__)
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -242,18 +246,31 @@ class UnlearnOutcome:
     phases: list[dict[str, Any]]
 
 
+def phase_config(project: Project, phase: Phase, overrides: dict[str, dict[str, Any]] | None = None):
+    """A phase's method config: defaults ← its scenario preset ← params.yaml's section ← ``overrides``."""
+    spec = METHODS.get(phase.method)
+    section = dict(project.params.unlearn.methods.get(phase.method, {}))
+    section.update((overrides or {}).get(phase.method, {}))
+    return spec.resolve(phase.preset, section)
+
+
 def unlearn(project: Project, model: nn.Module, splits: Splits, version: DatasetVersion, phases: Sequence[Phase],
             overrides: dict[str, dict[str, Any]] | None = None, run: RunContext | None = None) -> UnlearnOutcome:
-    """Run each phase's method on the model in turn; every phase sees the batch's whole retain set."""
+    """Run each phase's method on the model in turn; every phase sees the batch's whole retain set.
+
+    Each phase record says which preset file was applied (or ``none: method defaults``) and carries a
+    warning when the method ran outside the scenarios it has presets for.
+    """
     run = run or RunContext.create(project.params.seed, project.params.train.device, project.params.train.deterministic)
     reference = clone(model)
     done = []
     total = 0.0
     for phase in phases:
         spec = METHODS.get(phase.method)
-        section = dict(project.params.unlearn.methods.get(phase.method, {}))
-        section.update((overrides or {}).get(phase.method, {}))
-        cfg = spec.resolve(phase.preset, section)
+        cfg = phase_config(project, phase, overrides)
+        applied = spec.applied_preset(phase.preset)
+        if applied["warning"]:
+            log.warning("%s", applied["warning"])
         rows = version.table[version.table["sample_id"].isin(phase.forget_ids)].sort_values("sample_id")
         forget = version.sample_set(rows)
         data = data_for(spec, forget, splits.retain, splits.num_classes, recipe(project))
@@ -263,9 +280,32 @@ def unlearn(project: Project, model: nn.Module, splits: Splits, version: Dataset
         total += seconds
         if not same_architecture(model, reference):
             raise DataError(f"method {phase.method!r} returned a model of another architecture")
-        done.append({"method": phase.method, "preset": phase.preset, "config": cfg.model_dump(),
+        done.append({"method": phase.method, "preset": phase.preset, "preset_applied": applied["applied"],
+                     "warnings": [applied["warning"]] if applied["warning"] else [], "config": cfg.model_dump(),
                      "requests": phase.request_ids, "forget_samples": len(phase.forget_ids), "seconds": seconds})
     return UnlearnOutcome(model=model.eval(), seconds=total, phases=done)
+
+
+def cost_estimate(project: Project, model: nn.Module, splits: Splits, phases: Sequence[Phase],
+                  overrides: dict[str, dict[str, Any]] | None = None, seconds_per_pass: float | None = None
+                  ) -> dict[str, Any]:
+    """Predicted seconds of unlearning ``phases`` and of retraining instead, at the model's measured speed.
+
+    Pure prediction (``forgetflow.methods.cost``): each phase's work follows from its method's budget and the
+    set sizes; retraining is the recipe's epochs over the retain set; both are priced at the seconds per
+    sample pass measured on ``model`` (a copy; unless ``seconds_per_pass`` is given). Nothing is trained.
+    """
+    speed = seconds_per_pass if seconds_per_pass is not None else measure_seconds_per_pass(
+        model, splits.retain, resolve_device(project.params.train.device), project.params.train.batch_size)
+    epochs = project.params.train.epochs
+    predictions = []
+    for phase in phases:
+        sizes = Sizes(forget=len(phase.forget_ids), retain=len(splits.retain), recipe_epochs=epochs)
+        predictions.append(predict(METHODS.get(phase.method), phase_config(project, phase, overrides), sizes, speed))
+    retrain = retrain_passes(Sizes(forget=len(splits.forget), retain=len(splits.retain), recipe_epochs=epochs))
+    unlearn_seconds = sum(p.seconds for p in predictions)
+    return {"seconds_per_pass": speed, "unlearn_seconds": unlearn_seconds, "retrain_seconds": retrain * speed,
+            "phases": [p.as_dict() for p in predictions]}
 
 
 def splits_for(version: DatasetVersion, manifest: Manifest) -> Splits:

@@ -52,6 +52,9 @@ class Facts:
     champion_test_acc: float | None
     reference_test_acc: float | None  # the most recent full retrain's (lineage root or oracle audit)
     reference: str = ""  # where the reference comes from, in words
+    # predicted before unlearning from the methods' budgets at a measured speed (pipeline.cost_estimate)
+    predicted_unlearn_seconds: float | None = None
+    predicted_retrain_seconds: float | None = None
 
     @property
     def forgotten_fraction(self) -> float | None:
@@ -73,11 +76,17 @@ class Facts:
                 "forgotten_fraction": None if fraction is None else round(fraction, 6),
                 "champion_test_acc": self.champion_test_acc, "reference_test_acc": self.reference_test_acc,
                 "quality_reference": self.reference,
-                "quality_drift": None if drift is None else round(drift, 4)}
+                "quality_drift": None if drift is None else round(drift, 4),
+                "predicted_unlearn_seconds": _round(self.predicted_unlearn_seconds),
+                "predicted_retrain_seconds": _round(self.predicted_retrain_seconds)}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def decide(params: RetrainParams, facts: Facts, forced: str | None = None) -> Decision:
-    """Unlearn, or retrain from scratch? First matching rule wins: forced, lineage, forgotten fraction, drift."""
+    """Unlearn, or retrain from scratch? First matching rule wins: forced, lineage, cost, forgotten fraction, drift."""
     m = facts.measures()
     if forced == RETRAIN:
         return Decision(RETRAIN, "forced", "An operator asked for a retrain from scratch for this batch.", m)
@@ -90,6 +99,12 @@ def decide(params: RetrainParams, facts: Facts, forced: str | None = None) -> De
                         f"erased ({held}): their unlearned models were not promoted. Those samples are already "
                         "deleted, so they cannot be unlearned any more; the model is retrained from scratch "
                         "without them.", m)
+    unlearn_s, retrain_s = facts.predicted_unlearn_seconds, facts.predicted_retrain_seconds
+    if unlearn_s is not None and retrain_s is not None and unlearn_s >= retrain_s:
+        return Decision(RETRAIN, "cost",
+                        f"Unlearning this batch is predicted to take {unlearn_s:.1f} s, no less than retraining from "
+                        f"scratch ({retrain_s:.1f} s), from the methods' step budgets at the model's measured speed: "
+                        "the exact retrain costs no more, so the model is retrained.", m)
     fraction = facts.forgotten_fraction
     limit = params.max_forgotten_fraction
     if limit is not None and fraction is not None and fraction > limit:
@@ -112,6 +127,8 @@ def decide(params: RetrainParams, facts: Facts, forced: str | None = None) -> De
     if drift is not None:
         parts.append(f"quality drift {drift:.2f} points"
                      + (f" (limit {params.max_quality_drift:g})" if params.max_quality_drift is not None else ""))
+    if unlearn_s is not None and retrain_s is not None:
+        parts.append(f"unlearning predicted at {unlearn_s:.1f} s against {retrain_s:.1f} s to retrain")
     parts.append("the serving model holds no data of earlier erasures")
     return Decision(UNLEARN, "within-limits", "Unlearning suffices: " + "; ".join(parts) + ".", m)
 
@@ -122,8 +139,9 @@ def escalate(factor: float | None, first: Decision, gates: Mapping[str, Mapping[
 
     Escalation happens once, only when the failed gates are the evidence gates (forgetting, privacy) and at
     least one of their *evidence* checks failed: a failed utility or cost gate would only get worse with a
-    larger budget, so those go straight to a retrain. The budget is each phase's ``epochs`` times ``factor``
-    (rounded up for whole-epoch methods); a method without an ``epochs`` setting cannot be escalated.
+    larger budget, so those go straight to a retrain. The budget is each phase's budget settings times ``factor``
+    (``_scaled_budget``: ``forget_passes`` with its ``min_steps`` floor and ``max_steps`` cap, or ``epochs``);
+    a method without one (SSD) cannot be escalated.
 
     Returns:
         (the escalation decision, per-method config overrides), or None when there is nothing to escalate.
@@ -140,12 +158,11 @@ def escalate(factor: float | None, first: Decision, gates: Mapping[str, Mapping[
     overrides: dict[str, dict[str, Any]] = {}
     changes = []
     for phase in phases:
-        epochs = (phase.get("config") or {}).get("epochs")
-        if not isinstance(epochs, (int, float)) or isinstance(epochs, bool):
+        stronger = _scaled_budget(phase.get("config") or {}, factor)
+        if not stronger:
             return None
-        stronger = math.ceil(epochs * factor) if isinstance(epochs, int) else round(float(epochs) * factor, 6)
-        overrides[phase["method"]] = {"epochs": stronger}
-        changes.append(f"{phase['method']} epochs {epochs:g} → {stronger:g}")
+        overrides[phase["method"]] = {key: new for key, (_, new) in stronger.items()}
+        changes.append(f"{phase['method']} " + ", ".join(f"{key} {old:g} → {new:g}" for key, (old, new) in stronger.items()))
     why = "; ".join(c["detail"] for c in evidence_failed)
     measures = {**first.measures, "failed_gates": failed, "rejected_version": version, "escalation_factor": factor,
                 "escalated_budget": overrides}
@@ -154,6 +171,27 @@ def escalate(factor: float | None, first: Decision, gates: Mapping[str, Mapping[
                     f"The batch unlearned again from the serving model with {factor:g}x the budget "
                     f"({', '.join(changes)}; evidence.escalation_budget) before considering a retrain. "
                     f"(Before unlearning: {first.reason})", measures), overrides
+
+
+BUDGET_KEYS = ("forget_passes", "min_steps", "max_steps")  # the step budget of forgetflow.methods.common
+
+
+def _scaled_budget(config: Mapping[str, Any], factor: float) -> dict[str, tuple[float, float]]:
+    """``{setting: (old, new)}``: a phase's budget settings times ``factor``; empty when it has none.
+
+    Methods that count their work in passes over the forget set (``forget_passes``, most of them) scale it, and
+    their ``min_steps`` floor and ``max_steps`` cap with it, so that a small batch, which runs at the floor,
+    really gets ``factor`` times the steps. Methods that count epochs (SCRUB) scale ``epochs``. Whole-number
+    settings are rounded up.
+    """
+    keys = BUDGET_KEYS if "forget_passes" in config else ("epochs",)
+    out: dict[str, tuple[float, float]] = {}
+    for key in keys:
+        value = config.get(key)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        out[key] = (value, math.ceil(value * factor) if isinstance(value, int) else round(float(value) * factor, 6))
+    return out if any(k in out for k in ("forget_passes", "epochs")) else {}
 
 
 def after_gate_failure(params: RetrainParams, first: Decision, failed_gates: Sequence[str],

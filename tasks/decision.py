@@ -14,7 +14,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from forgetflow import lineage, policy
+from forgetflow import lineage, pipeline, policy
 from forgetflow.policy import FULL_RETRAIN_METRIC, Decision, Facts
 from forgetflow.project import Project
 from tasks import lineage as lineage_tasks
@@ -24,8 +24,8 @@ from tasks.claims import ledger
 AUDIT_METRIC = "audit_retrain_test_acc"
 
 
-def gather_facts(project: Project, batch_samples: int) -> Facts:
-    """Everything the unlearn-or-retrain rules look at, measured now."""
+def gather_facts(project: Project, batch_samples: int, cost: dict[str, Any] | None = None) -> Facts:
+    """Everything the unlearn-or-retrain rules look at, measured now (``cost``: ``pipeline.cost_estimate``)."""
     champion = tracking.require_champion(project)
     known = lineage_tasks.records(project)
     gone = lineage_tasks.erasures(project)
@@ -46,13 +46,26 @@ def gather_facts(project: Project, batch_samples: int) -> Facts:
     return Facts(champion_version=champion, held_batches=lineage.held(champion, known, gone),
                  root_version=root.version if root else None, root_train_samples=root_samples,
                  erased_since_root=erased, batch_samples=batch_samples, champion_test_acc=champion_acc,
-                 reference_test_acc=reference_acc, reference=reference)
+                 reference_test_acc=reference_acc, reference=reference,
+                 predicted_unlearn_seconds=cost["unlearn_seconds"] if cost else None,
+                 predicted_retrain_seconds=cost["retrain_seconds"] if cost else None)
+
+
+def predict_cost(project: Project, manifest_path: str, method: str | None = None) -> dict[str, Any]:
+    """The batch's predicted unlearning and retraining seconds (``pipeline.cost_estimate`` on the champion)."""
+    version = pipeline.current_version(project)
+    manifest = pipeline.Manifest.read(project.root / manifest_path)
+    splits = pipeline.splits_for(version, manifest)
+    model = tracking.load_version_model(project, tracking.require_champion(project), "cpu")
+    return pipeline.cost_estimate(project, model, splits, pipeline.plan_phases(project, version, manifest, method))
 
 
 @task(name="decide", cache_policy=NO_CACHE)
-def decide_action(project: Project, batch_samples: int, forced: str | None = None) -> Decision:
-    """Unlearn, or retrain from scratch? (forgotten fraction, quality drift, the champion's lineage)."""
-    return policy.decide(project.params.retrain, gather_facts(project, batch_samples), forced)
+def decide_action(project: Project, batch_samples: int, forced: str | None = None, manifest_path: str | None = None,
+                  method: str | None = None) -> Decision:
+    """Unlearn, or retrain from scratch? (lineage, predicted cost, forgotten fraction, quality drift)."""
+    cost = predict_cost(project, manifest_path, method) if manifest_path and forced is None else None
+    return policy.decide(project.params.retrain, gather_facts(project, batch_samples, cost), forced)
 
 
 @task(name="record-quality", cache_policy=NO_CACHE)

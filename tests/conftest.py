@@ -95,7 +95,7 @@ unlearn:
   method: auto
   by_reason: {privacy: neggrad-plus, other: neggrad-plus, mislabelled: neggrad-plus, poisoned: neggrad-plus}
   preset: null
-  methods: {neggrad-plus: {epochs: 0.3}, finetune: {epochs: 0.3}}
+  methods: {neggrad-plus: {forget_passes: 0.1, min_steps: 4}, finetune: {forget_passes: 0.1, min_steps: 4}}
 gates: {cost: {max_time_ratio: 1.0}, utility: {max_test_acc_drop: 5.0}, forgetting: {max_forget_acc_gap: 10.0},
         privacy: {max_mia_gap: 50.0}}
 """

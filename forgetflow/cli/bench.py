@@ -72,7 +72,8 @@ def tune(
     dataset: Annotated[str, typer.Option(help="dataset to search on")] = "fashion-mnist",
     scenario: Annotated[str, typer.Option(help="random, subject, full-class or corrupted")] = "random",
     option: Annotated[Optional[list[str]], typer.Option(help="scenario option key=value (repeatable)")] = None,
-    seed: Annotated[int, typer.Option(help="seed of the search's scenario draw and models")] = 0,
+    seed: Annotated[Optional[int], typer.Option(help="seed of the search's scenario draw and models "
+                                                     "(default 100: never a benchmark seed)")] = None,
     budget: Annotated[Optional[int], typer.Option(help="at most N grid points (seeded sample)")] = None,
     max_time_ratio: Annotated[Optional[float], typer.Option(help="reject trials slower than this x retraining")] = None,
     write: Annotated[bool, typer.Option(help="write the winners to forgetflow/presets/<method>/<family>.yaml")] = False,
@@ -87,6 +88,7 @@ def tune(
     names = [m.strip() for m in methods.split(",") if m.strip()]
     for m in names:
         METHODS.get(m)
+    seed = tuning.SEARCH_SEED if seed is None else seed
     version = bench_version(proj, dataset)
     name, config = pipeline.arch(proj, version)
     opts = kv(option)

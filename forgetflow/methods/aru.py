@@ -7,7 +7,7 @@ Needs: forget (attack and mask) + retain (fine-tuning after the reset).
 
 What the paper's readable text fixes [P]: adversarial noise on the forget set produces a parameter mask;
 masked parameters (convolutional filters [S]) are re-initialised; the network is then fine-tuned on the
-retain data [S]. Everything else is a RECONSTRUCTION [R] (methods.md §6b); our choices and why:
+retain data [S]. Everything else is a RECONSTRUCTION [R] (docs/methods/aru.md); our choices and why:
 
 1. Attack. PGD-L-inf on each forget sample against the *original* model in eval mode: ``steps`` signed
    gradient steps of size ``step_size`` inside an ``epsilon`` ball, random start drawn from
@@ -31,14 +31,20 @@ retain data [S]. Everything else is a RECONSTRUCTION [R] (methods.md §6b); our 
    conv and the final classifier can be excluded (``exclude_first_conv``, ``exclude_final_fc``). The
    first conv is excluded by default: its 3x3 edge detectors are generic and cheap to disturb.
 4. Reset. A masked filter's weights (and bias, if any) are redrawn from the layer's own default init,
-   with ``run.generator``: PyTorch's default (uniform, bound 1/sqrt(fan_in)) for the small CNN, torchvision's
-   Kaiming-normal (fan_out, ReLU) for ``resnet18`` (``init="auto"``). ``bn="reset"`` (default) also resets
+   with ``run.generator``: with ``init="auto"`` the architecture adapter's ``reset_init``: PyTorch's default
+   (uniform, bound 1/sqrt(fan_in)) for the small CNN, torchvision's Kaiming-normal (fan_out, ReLU) for
+   ``resnet18``. ``bn="reset"`` (default) also resets
    the matching BatchNorm channel (gamma 1, beta 0, running mean 0, running var 1) so the channel carries
    no trace of the old filter's statistics; ``bn="keep"`` leaves BN untouched and lets fine-tuning
    re-estimate it. The matching BN is the BatchNorm module registered right after the conv with as many
    channels (conv1->bn1 in the small CNN, convN->bnN and downsample.0->downsample.1 in ResNet).
-5. Fine-tune on the retain set: SGD with momentum, cosine decay, ``epochs`` passes (fractions allowed),
-   a fixed budget (no checkpoint selection: the method sees no validation data).
+5. Fine-tune on the retain set: SGD with momentum, cosine decay (the loop FT uses, ``common.fine_tune``),
+   a fixed budget (no checkpoint selection: the method sees no validation data). Budget (the ``common``
+   rule): ``ceil(forget_passes * |D_f| / batch_size)`` retain batches, at least ``min_steps``, i.e.
+   ``forget_passes`` retain samples per forget sample; ``forget_passes = 0`` skips the fine-tuning. The
+   attack and score cost ``steps`` passes over at most ``max_attack_samples`` forget samples. So the whole
+   method follows the forget set; the reset itself is free. The floor ``min_steps`` is what a batch of a
+   few subjects gets: the repair the reset needs does not shrink with the forget set.
 
 Defaults were picked on the oracle-free validation objective of ``tuning.py``. The measurements are in
 docs/methods/aru.md (Fashion-MNIST; subject-level over 3 seeds, random 10 %):
@@ -59,13 +65,15 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from forgetflow import training
 from forgetflow.data.samples import SampleSet, to_float
-from forgetflow.methods.base import MethodConfig, Needs, UnlearnData, register_method
+from forgetflow.methods.base import Needs, UnlearnData, register_method
+from forgetflow.methods.common import ForgetBudget, SgdSettings, fine_tune
+from forgetflow.methods.cost import FORWARD
+from forgetflow.models.adapters import adapter_for
 from forgetflow.runtime import RunContext
 
 
-class AruConfig(MethodConfig):
+class AruConfig(SgdSettings, ForgetBudget):
     attack: Literal["maximise", "minimise"] = Field(
         "maximise", description="PGD sign: maximise the forget loss (adversarial) or minimise it (unlearnable noise)")
     epsilon: float = Field(8 / 255, ge=0, le=1, description="L-inf radius of the noise, pixels in [0, 1]")
@@ -88,15 +96,23 @@ class AruConfig(MethodConfig):
     saliency_batch_size: int = Field(
         64, ge=1, description="samples per per-sample-gradient chunk (memory: chunk x #conv weights floats)")
     lr: float = Field(0.01, gt=0, description="fine-tuning SGD learning rate")
-    epochs: float = Field(1.0, ge=0, description="fine-tuning passes over the retain set (fractions allowed; 0 = none)")
-    batch_size: int = Field(128, ge=1)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
+    forget_passes: float = Field(9.0, ge=0, description="fine-tuning: retain samples per forget sample (0 = none)")
+    min_steps: int = Field(40, ge=1, description="floor on the fine-tuning steps (the reset needs repair at any size)")
+
+
+def _cost(cfg: AruConfig, sizes) -> float:
+    attacked = min(sizes.forget, cfg.max_attack_samples) if cfg.max_attack_samples else sizes.forget
+    attack = attacked * (cfg.steps + FORWARD)  # PGD steps (forward + backward to the input), then a check
+    score = attacked * 2 + (cfg.contrast_retain * 2 if cfg.score == "saliency" else 0)  # per-sample gradients
+    tune = cfg.step_budget(sizes.forget, cfg.batch_size) * cfg.batch_size
+    return attack + score + tune
 
 
 @register_method("aru", needs=Needs.FORGET | Needs.RETAIN, config=AruConfig,
-                 paper="Jung et al., arXiv 2401.08998 (2024)", kind="paper",
-                 search_space={"mask_ratio": [0.05, 0.1, 0.2, 0.3], "epochs": [0.5, 1.0], "lr": [0.01, 0.03]})
+                 paper="Jung et al., arXiv 2401.08998 (2024)", kind="paper", cost=_cost,
+                 search_space={"mask_ratio": [0.05, 0.1, 0.2, 0.3], "min_steps": [40, 120], "lr": [0.01, 0.03]},
+                 search_basis="mask ratio: the spec's sweep {0.05, 0.1, 0.2, 0.3}; lr: the MUFAC fine-tuning "
+                              "range 0.01 and up; the repair floor: a few dozen steps, and three times that")
 def unlearn(model: nn.Module, data: UnlearnData, cfg: AruConfig, run: RunContext) -> nn.Module:
     """PGD on the forget set, reset the top-rho most forget-salient filters, fine-tune on the retain set."""
     model.to(run.device).eval()
@@ -111,8 +127,9 @@ def unlearn(model: nn.Module, data: UnlearnData, cfg: AruConfig, run: RunContext
     mask = select_filters(scores, cfg)
     reset_filters(model, layers, mask, cfg, run)
     run.report("aru/reset_filters", sum(len(v) for v in mask.values()))
-    if cfg.epochs > 0:
-        _finetune(model, data.retain, cfg, run)
+    steps = cfg.step_budget(len(data.forget), cfg.batch_size)
+    if steps > 0:
+        fine_tune(model, data.retain, cfg, steps, run)
     return model.eval()
 
 
@@ -265,17 +282,11 @@ def select_filters(scores: dict[str, torch.Tensor], cfg: AruConfig) -> dict[str,
 
 
 # ---- stage 4: reset ---------------------------------------------------------------------------------
-_ARCH_INIT = {"resnet18": "kaiming-normal"}  # torchvision's ResNet init; other archs keep PyTorch defaults
-
-
 @torch.no_grad()
 def reset_filters(model: nn.Module, layers: list[Layer], mask: dict[str, list[int]], cfg: AruConfig,
                   run: RunContext) -> None:
     """Redraw the masked filters from the layer's default init (and reset their BN channels with ``bn="reset"``)."""
-    scheme = cfg.init
-    if scheme == "auto":
-        arch = getattr(model, "forgetflow_arch", ("?", {}))[0]
-        scheme = _ARCH_INIT.get(arch, "uniform")
+    scheme = adapter_for(model).reset_init if cfg.init == "auto" else cfg.init
     for layer in layers:
         idx = mask.get(layer.name, [])
         if not idx:
@@ -301,18 +312,3 @@ def reset_filters(model: nn.Module, layers: list[Layer], mask: dict[str, list[in
             if bn.track_running_stats:
                 bn.running_mean[rows] = 0.0
                 bn.running_var[rows] = 1.0
-
-
-# ---- stage 5: fine-tune -----------------------------------------------------------------------------
-def _finetune(model: nn.Module, retain: SampleSet, cfg: AruConfig, run: RunContext) -> None:
-    model.train()
-    optimizer = training.sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    total = max(1, math.ceil(cfg.epochs * len(retain) / cfg.batch_size))
-    scheduler = training.cosine_lr(optimizer, total)
-    batches = training.cycled(retain, cfg.batch_size, run)
-    for i in range(total):
-        loss = training.ce_loss(model, next(batches))
-        training.step(optimizer, loss)
-        scheduler.step()
-        if i % 50 == 0:
-            run.report("unlearn/retain_loss", loss.item(), i)

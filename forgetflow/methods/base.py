@@ -111,6 +111,14 @@ class MethodSpec:
     summary: str
     selects_checkpoint_on: str | None = None
     search_space: dict[str, list[Any]] = field(default_factory=dict)
+    search_basis: str = ""
+    cost_fn: Callable[[Any, Any], float] | None = None
+
+    def cost(self, cfg: MethodConfig, sizes: Any) -> float:
+        """Predicted work in sample passes (``forgetflow.methods.cost``) of running with ``cfg`` on ``sizes``."""
+        if self.cost_fn is None:
+            raise ConfigError(f"method {self.name!r} declares no cost function")
+        return float(self.cost_fn(cfg, sizes))
 
     def unlearn(self, model: nn.Module, data: UnlearnData, cfg: MethodConfig, run: RunContext) -> nn.Module:
         """Run the method; ``cfg`` must be this method's config type."""
@@ -141,8 +149,29 @@ class MethodSpec:
             raise ConfigError(f"preset {self.name}/{scenario}.yaml: needs a 'config' mapping")
         return data
 
+    def applied_preset(self, scenario: str | None) -> dict[str, Any]:
+        """What ``resolve(scenario)`` takes its tuned values from, in words, and a warning where it has none.
+
+        ``{"scenario": ..., "file": "forgetflow/presets/<method>/<scenario>.yaml" or None, "applied": <the file,
+        or "none: method defaults">, "warning": None or why the defaults ran}``; batch phase records and
+        benchmark rows carry it, so a method run outside the scenarios it was tuned for says so.
+        """
+        if scenario and scenario in self.scenarios():
+            path = f"forgetflow/presets/{self.name}/{scenario}.yaml"
+            return {"scenario": scenario, "file": path, "applied": path, "warning": None}
+        has = ", ".join(self.scenarios()) or "none"
+        if scenario:
+            why = (f"{self.name} has no preset for scenario {scenario!r} (has: {has}); it ran with its method "
+                   "defaults, which were not tuned for this kind of request")
+        else:
+            why = None  # presets switched off on purpose (unlearn.preset: null): nothing to warn about
+        return {"scenario": scenario, "file": None, "applied": "none: method defaults", "warning": why}
+
     def resolve(self, scenario: str | None = None, overrides: Mapping[str, Any] | None = None) -> MethodConfig:
-        """Config = the method's defaults ← the scenario preset (if shipped) ← ``overrides``."""
+        """Config = the method's defaults ← the scenario preset (if shipped) ← ``overrides``.
+
+        A scenario without a shipped preset falls back to the defaults; ``applied_preset`` says so.
+        """
         values: dict[str, Any] = {}
         if scenario and scenario in self.scenarios():
             values.update(self.preset(scenario)["config"] or {})
@@ -168,6 +197,8 @@ class MethodSpec:
             "scenarios": self.scenarios(),
             "selects_checkpoint_on": self.selects_checkpoint_on,
             "search_space": self.search_space,
+            "search_basis": self.search_basis,
+            "presets": {sc: f"forgetflow/presets/{self.name}/{sc}.yaml" for sc in self.scenarios()},
             "config": self.config.model_json_schema().get("properties", {}),
         }
 
@@ -184,16 +215,21 @@ def register_method(
     kind: Literal["paper", "baseline", "reference"] = "baseline",
     selects_checkpoint_on: str | None = None,
     search_space: dict[str, list[Any]] | None = None,
+    search_basis: str = "",
+    cost: Callable[[Any, Any], float] | None = None,
 ) -> Callable[[UnlearnFn], UnlearnFn]:
-    """Decorator: register an unlearning function with its contract and declared search space.
+    """Decorator: register an unlearning function with its contract, declared search space and cost model.
 
-    The summary shown by ``forgetflow methods`` is the first line of the function's docstring.
+    ``search_basis`` says what the space was declared from (a paper's values, a spec's ranges), written before
+    any search or benchmark result was read; ``cost`` is the method's pure ``(cfg, sizes) -> sample passes``
+    (``forgetflow.methods.cost``). The summary shown by ``forgetflow methods`` is the first line of the
+    function's docstring.
     """
 
     def deco(fn: UnlearnFn) -> UnlearnFn:
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         METHODS.add(name, MethodSpec(name, fn, needs, config, paper, kind, summary, selects_checkpoint_on,
-                                     dict(search_space or {})))
+                                     dict(search_space or {}), search_basis, cost))
         return fn
 
     return deco

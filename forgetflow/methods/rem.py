@@ -2,38 +2,46 @@
 extra capacity, discard that capacity.
 
 Paper: Schoepf, Mozer, Mitchell, Brintrup, Kaissis, Kairouz, Triantafillou, "Redirection for Erasing Memory
-(REM)", arXiv 2505.17730 (ICLR 2026); algorithm as in the official code (methods.md §4(b)).
+(REM)", arXiv 2505.17730 (ICLR 2026); algorithm as in the official code (google-deepmind/rem), read, not copied.
 Needs: the discovered corrupted set D_f (stored, corrupted labels / triggered images) and the whole training
 set D_train with stable sample uids (it holds the undiscovered corruption). D_r = D_train minus D_f (by uid)
 is used only for model selection; the repair pass runs over all of D_train.
 
-Loop, ``rounds`` times (methods.md §4(b)); θ_o1 = the original parameters, θ_o2 = the added capacity:
+Loop, ``rounds`` times (the official code's ``REM.unlearn``); θ_o1 = the original parameters, θ_o2 = the added capacity:
 1. flush: while Acc_θo1(D_f) > γ against the stored labels (at most ``max_flush_epochs``), one epoch over
    D_f minimising mean[-npo(CE_θo1, CE_ref)];
-2. repair + redirect: a share of an epoch over D_train, each batch minimising
+2. repair + redirect: the round's share of the repair steps, batches drawn from D_train, each minimising
    mean_i[npo(CE_θo1+mask_i, CE_ref) + 1[i in D_f] * -npo(CE_θo1, CE_ref)], with
    npo(c, r) = (2/β) log σ(β (c - r)), per-sample masks over θ_o2 and one shared mask for all of D_f;
 3. selection: keep θ_o1 with the best Acc_θo1(D_r) * (1 - max(Acc_θo1(D_f), γ)).
 The best θ_o1 is returned in the original architecture (θ_o2 discarded).
 
 Our choices ([R] where the code has no equivalent; measured in docs/methods/rem.md):
-* Widening: ``rem_expansion`` (widened layers with zero read-out weights, hooks as gates; small-cnn and
-  resnet18). ``expansion`` = new units per original unit; 1.0 mirrors the paper's p_fixed = 0.5.
-* The reference model is the frozen widened copy in full-capacity-with-mask mode, which before any step is
-  *exactly* the original function (tested), and we train without augmentation, so CE_ref is computed once
-  per sample from the original model in eval mode (as the code evaluates its reference) and looked up.
-* Budget: the paper's 980 SGD steps of batch 512 (~10 epochs of CIFAR-10, a quarter of its pre-training) is
-  scaled to ``epochs`` passes of batch 128 over D_train; ``rounds_per_epoch`` sets how often the loop flushes
-  and selects. Constant learning rate, SGD with momentum and weight decay, as in the code.
-* BatchNorm: ``norm="train"`` uses batch statistics everywhere as the code does (the drop-mode pass for
-  continued removal then covers the whole batch, so its statistics are a batch's); ``norm="frozen"`` keeps
-  every BN in eval mode (running statistics), and the drop-mode pass covers only the discovered samples.
-  The new BN channels get running statistics from one full-capacity batch before unlearning.
+* Widening: ``rem_expansion`` (widened layers with zero read-out weights, hooks as gates; which layers is the
+  architecture adapter's answer). ``expansion`` = new units per original unit; 1.0 mirrors p_fixed = 0.5.
+* Masks: each new unit kept with probability ``p_mem`` < 1 per sample (0.2 in the paper). ``p_mem = 1`` is
+  refused: every sample would then share the discovered samples' all-ones mask and the per-sample
+  redirection, REM's core, would be gone (what is left is "train a wider net, keep θ_o1").
+* The reference model is the frozen original in eval mode, which is *exactly* the widened model in
+  full-capacity-with-mask mode before any step (tested); we train without augmentation, so CE_ref of a
+  sample never changes and is computed for the samples a step draws, when it draws them.
+* Budget (the ``common`` rule): ``ceil(forget_passes * |D_f| / batch_size)`` repair steps (at least
+  ``min_steps``), split evenly over ``rounds`` >= 2 rounds; ``forget_passes`` is the number of D_train
+  samples repaired per discovered sample. The paper runs 980 steps of batch 512 (~10 passes over CIFAR-10's
+  training set, ~10 rounds) whatever the discovery rate; on our CPU models that is more than retraining, so
+  the repair work follows the discovered set instead. Every other cost follows it too: masks and reference
+  losses are made for the drawn samples only, selection reads a fixed sample of ``selection_size`` retain
+  samples, BN re-estimation ``recalibrate`` training samples. Flush epochs are one pass over D_f each.
+  Constant learning rate, SGD with momentum and weight decay, as in the code.
+* BatchNorm: train mode during flush and repair, as the code does (so the drop-mode pass for continued
+  removal covers the whole batch and its statistics are a batch's). Flush batches hold only D_f, which drags
+  θ_o1's running statistics toward D_f's; before every γ check and every selection θ_o1's statistics are
+  re-estimated in drop mode on ``recalibrate`` D_train samples, so the check scores the model that would
+  be deployed. The new BN channels get running statistics from one full-capacity batch before unlearning.
 """
 
 from __future__ import annotations
 
-import math
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -41,52 +49,73 @@ from torch import nn
 
 from forgetflow import training
 from forgetflow.data.samples import SampleSet, to_float
-from forgetflow.methods.base import MethodConfig, Needs, UnlearnData, register_method
+from forgetflow.methods.base import Needs, UnlearnData, register_method
+from forgetflow.methods.common import ForgetBudget, SgdSettings, frozen
+from forgetflow.methods.cost import FORWARD
 from forgetflow.methods.rem_expansion import WideModel, mask_bank
 from forgetflow.runtime import RunContext
 
 
-class RemConfig(MethodConfig):
+class RemConfig(SgdSettings, ForgetBudget):
     lr: float = Field(0.005, gt=0, description="SGD learning rate (constant), the paper's CIFAR-10 value")
-    epochs: float = Field(2.0, gt=0, description="repair passes over D_train (flush steps are not counted)")
-    rounds_per_epoch: int = Field(2, ge=1, description="loop iterations (flush, repair share, selection) per epoch")
-    batch_size: int = Field(128, ge=1)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
+    forget_passes: float = Field(30.0, gt=0, description="D_train samples repaired per discovered sample")
+    rounds: int = Field(5, ge=2, description="loop iterations (flush, repair share, selection); the paper runs ~10")
     gamma: float = Field(0.2, ge=0, le=1, description="removal threshold on Acc_θo1(D_f), a fraction")
     beta: float = Field(1.0, gt=0, description="NPO temperature")
-    p_mem: float = Field(0.2, gt=0, le=1, description="keep probability of each new unit in a sample's mask")
+    p_mem: float = Field(0.2, gt=0, lt=1, description="keep probability of each new unit in a sample's mask (< 1: "
+                                                      "at 1 every mask is the shared one and nothing is redirected)")
     expansion: float = Field(1.0, gt=0, description="new units per original unit at each widened layer")
     max_flush_epochs: int = Field(100, ge=0, description="cap on flush epochs per round")
     continued_removal: bool = Field(True, description="Step 3.2: keep pushing θ_o1 off D_f during repair")
     new_lr_scale: float = Field(1.0, gt=0, description="learning-rate multiplier of θ_o2 (the added capacity)")
-    recalibrate: int = Field(8192, ge=0, description="D_train samples that re-estimate θ_o1's BN statistics in "
-                                                       "drop mode before each flush and selection (0 = off)")
+    recalibrate: int = Field(1024, ge=0, description="D_train samples that re-estimate θ_o1's BN statistics in "
+                                                       "drop mode before each flush check and selection (0 = off)")
+    selection_size: int = Field(2048, ge=0, description="retain samples (a fixed seeded sample) the selection "
+                                                          "proxy reads; 0 = all of D_r")
+
+
+# one step through the widened model (about (1 + expansion)^2 the original's work), the drop-mode pass for
+# continued removal, and the reference forward
+def _step_passes(cfg: RemConfig) -> float:
+    return (1 + cfg.expansion) ** 2 + 1 + FORWARD
+
+
+ASSUMED_FLUSH_EPOCHS = 3  # per round, for the cost prediction only: the flush runs until Acc(D_f) <= gamma
+
+
+def _cost(cfg: RemConfig, sizes) -> float:
+    repair = cfg.step_budget(sizes.forget, cfg.batch_size) * cfg.batch_size * _step_passes(cfg)
+    flush = cfg.rounds * ASSUMED_FLUSH_EPOCHS * (sizes.forget + cfg.recalibrate * FORWARD)
+    retain = min(cfg.selection_size, sizes.retain) if cfg.selection_size else sizes.retain
+    selection = cfg.rounds * (retain + sizes.forget + cfg.recalibrate) * FORWARD
+    return repair + flush + selection
 
 
 @register_method("rem", needs=Needs.FORGET | Needs.TRAIN, config=RemConfig,
-                 paper="Schoepf et al., REM, arXiv 2505.17730 (ICLR 2026)", kind="paper",
+                 paper="Schoepf et al., REM, arXiv 2505.17730 (ICLR 2026)", kind="paper", cost=_cost,
                  selects_checkpoint_on="known data: Acc_θo1(D_r)·(1−max(Acc_θo1(D_f),γ))",
-                 search_space={"lr": [0.002, 0.005, 0.01], "epochs": [0.5, 1.0, 2.0], "p_mem": [0.2, 0.5, 1.0]})
+                 search_space={"lr": [0.005, 0.01], "p_mem": [0.1, 0.2, 0.4], "forget_passes": [10.0, 30.0, 100.0]},
+                 search_basis="lr: the paper's 0.005 and its double; p_mem: the paper's 0.2, half and double; "
+                              "budget: 10-100 D_train samples per discovered sample (0.1-1 pass over D_train at "
+                              "500 discovered), because the paper's ~10 passes cost more than retraining here")
 def unlearn(model: nn.Module, data: UnlearnData, cfg: RemConfig, run: RunContext) -> nn.Module:
     """Flush the discovered corruption out of θ_o1, repair over D_train through per-sample extra capacity, discard it."""
     device = run.device
     model.to(device).eval()
     train, forget = data.train, data.forget
     found = torch.isin(train.uids, forget.uids)
-    retain = train.subset(~found)  # D_r: model selection only
-    ref_train = training.outputs(model, train, device=device).loss.to(device)
-    ref_forget = training.outputs(model, forget, device=device).loss.to(device)
+    retain = _selection_sample(train.subset(~found), cfg.selection_size, run)  # D_r: model selection only
+    reference = frozen(model)
+    ref_forget = training.outputs(reference, forget, device=device).loss.to(device)
 
     wide = WideModel(model, cfg.expansion, run.generator).to(device)
     wide.scale_new_gradients(cfg.new_lr_scale)
-    bank = mask_bank(train.uids, found, wide.total_extra, cfg.p_mem)
     first = torch.randperm(len(train), generator=run.generator)[: cfg.batch_size]
     wide.calibrate_new_norms(to_float(train.images[first]).to(device))
-    optimizer = training.sgd(wide, cfg.lr, cfg.momentum, cfg.weight_decay)
+    optimizer = cfg.sgd(wide)
 
-    total = max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
-    rounds = min(total, max(1, round(cfg.epochs * cfg.rounds_per_epoch)))
+    total = cfg.step_budget(len(forget), cfg.batch_size)
+    rounds = min(total, cfg.rounds)
     order = _positions(len(train), cfg.batch_size, run)
     calibration = _calibration_batches(train, cfg.recalibrate, cfg.batch_size * 4, run)
     # checkpoint 0 is the unmodified model: if D_f is not fitted to begin with, nothing needs removing
@@ -98,7 +127,9 @@ def unlearn(model: nn.Module, data: UnlearnData, cfg: RemConfig, run: RunContext
         wide.train()
         for _ in range(total * (r + 1) // rounds - total * r // rounds):
             idx = next(order)
-            loss = _repair_loss(wide, train, idx, found[idx].to(device), ref_train[idx.to(device)], bank[idx], cfg, device)
+            batch = train.subset(idx)
+            masks = mask_bank(batch.uids, found[idx], wide.total_extra, cfg.p_mem)
+            loss = _repair_loss(wide, reference, batch, found[idx].to(device), masks, cfg, device)
             training.step(optimizer, loss)
         acc_f = _checked_accuracy(wide, forget, calibration, device)
         acc_r = _base_accuracy(wide, retain, device)
@@ -114,7 +145,7 @@ def unlearn(model: nn.Module, data: UnlearnData, cfg: RemConfig, run: RunContext
 
 
 def npo(ce: torch.Tensor, ce_ref: torch.Tensor, beta: float) -> torch.Tensor:
-    """NPO with per-sample CE (methods.md §4(b)): (2/β) log σ(β (CE - CE_ref)); minimise to fit, maximise to forget."""
+    """NPO (Zhang et al. 2024) with per-sample CE, as REM's code: (2/β) log σ(β (CE - CE_ref)); minimise to fit, maximise to forget."""
     return 2.0 / beta * F.logsigmoid(beta * (ce - ce_ref))
 
 
@@ -141,17 +172,26 @@ def _flush(wide: WideModel, forget: SampleSet, ref: torch.Tensor, optimizer, cfg
     return epochs
 
 
-def _repair_loss(wide: WideModel, train: SampleSet, idx: torch.Tensor, found: torch.Tensor, ref: torch.Tensor,
-                 masks: torch.Tensor, cfg: RemConfig, device: torch.device) -> torch.Tensor:
+def _repair_loss(wide: WideModel, reference: nn.Module, batch: SampleSet, found: torch.Tensor, masks: torch.Tensor,
+                 cfg: RemConfig, device: torch.device) -> torch.Tensor:
     """Step 3: redirect every sample through θ_o1 + its mask; keep removing the discovered ones from θ_o1."""
-    x, y = to_float(train.images[idx]).to(device), train.labels[idx].to(device)
+    x, y = to_float(batch.images).to(device), batch.labels.to(device)
+    with torch.no_grad():
+        ref = F.cross_entropy(reference(x), y, reduction="none")
     gates = wide.split(masks.to(device, torch.float32))
     terms = npo(F.cross_entropy(wide(x, gates), y, reduction="none"), ref, cfg.beta).sum()
     if cfg.continued_removal and bool(found.any()):
         # the drop-mode pass covers the whole batch, as in the code, so its BN statistics are a batch's
         ce = F.cross_entropy(wide.base(x), y, reduction="none")[found]
         terms = terms - npo(ce, ref[found], cfg.beta).sum()
-    return terms / len(idx)
+    return terms / len(y)
+
+
+def _selection_sample(retain: SampleSet, size: int, run: RunContext) -> SampleSet:
+    """A fixed seeded sample of ``size`` retain samples for the selection proxy (all of them for 0 or fewer)."""
+    if size <= 0 or len(retain) <= size:
+        return retain
+    return retain.subset(torch.randperm(len(retain), generator=run.generator)[:size].sort().values)
 
 
 def _calibration_batches(train: SampleSet, n: int, batch_size: int, run: RunContext) -> list[torch.Tensor]:

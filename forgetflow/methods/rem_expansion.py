@@ -1,6 +1,6 @@
 """REM's extra capacity θ_o2 for an already trained model: widen, gate per sample, slice back.
 
-Our originals have no reserved channels (methods.md §4(b) "Pipeline adaptation"), so REM widens them.
+Our originals have no reserved channels (docs/methods/rem.md, the capacity row), so REM widens them.
 We widen each planned activation in place (the second option of §4(b)): its producer (a conv or linear
 layer, and the BatchNorm after it) gets ``ceil(ratio * C)`` new output units appended after the ``C``
 original ones, initialised like a fresh layer (PyTorch's default uniform bound 1/sqrt(fan_in), BN weight
@@ -19,10 +19,10 @@ through the new channels, and it needs no change to the model's ``forward``: the
 on the BN (or linear) output, ``out * [1..1, g_1..g_e]``, which for binary gates commutes with the ReLU
 and max-pooling that follow.
 
-Plans exist for ``small-cnn`` (conv1..conv3 and fc1; conv3's new channels reach fc1 through the 2x2
-pooling and flatten, i.e. 4 input columns per channel, appended after the original ones) and ``resnet18``
-(the inner activation of every BasicBlock: conv1/bn1 widened, conv2 reads it; the residual stream and the
-head are untouched, so no skip connection needs padding).
+Which activations are widened is the architecture adapter's answer (``forgetflow/models/adapters.py``,
+registered next to each builder): for ``small-cnn`` conv1..conv3 and fc1 (conv3's new channels reach fc1
+through the 2x2 pooling and flatten, i.e. 4 input columns per channel, appended after the original ones), for
+``resnet18`` the inner activation of every BasicBlock (the residual stream and the head are untouched).
 
 Per-sample masks (ETD): each new unit is kept with probability ``p_mem``, drawn from a generator seeded by
 the sample's stable uid (``uid + 1``), one draw for all widened layers in plan order; the discovered
@@ -34,47 +34,20 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
 from forgetflow.errors import ConfigError
-from forgetflow.models import arch_of
+from forgetflow.models.adapters import Widening, adapter_for
 
 SHARED_MASK_SEED = 0  # the seed of the one mask all discovered corrupted samples share (uids map to uid + 1)
 
 
-@dataclass(frozen=True)
-class Widening:
-    """One widened activation: ``producer`` (+ ``norm``) gains output units that ``consumer`` reads."""
-
-    producer: str
-    norm: str | None
-    consumer: str
-
-
-def _small_cnn_plan(model: nn.Module) -> list[Widening]:
-    return [Widening("conv1", "bn1", "conv2"), Widening("conv2", "bn2", "conv3"),
-            Widening("conv3", "bn3", "fc1"), Widening("fc1", None, "fc2")]
-
-
-def _resnet18_plan(model: nn.Module) -> list[Widening]:
-    blocks = [name for name, m in model.named_modules() if hasattr(m, "conv2") and hasattr(m, "bn1")]
-    return [Widening(f"{b}.conv1", f"{b}.bn1", f"{b}.conv2") for b in blocks]
-
-
-PLANS: dict[str, Callable[[nn.Module], list[Widening]]] = {"small-cnn": _small_cnn_plan, "resnet18": _resnet18_plan}
-
-
 def plan_for(model: nn.Module) -> list[Widening]:
-    """The widening plan of a model's registered architecture."""
-    arch, _ = arch_of(model)
-    if arch not in PLANS:
-        raise ConfigError(f"REM has no widening plan for architecture {arch!r} (has: {', '.join(sorted(PLANS))})")
-    return PLANS[arch](model)
+    """The widening plan of a model's architecture (its adapter's ``widen``)."""
+    return adapter_for(model).widen(model)
 
 
 class WideModel(nn.Module):

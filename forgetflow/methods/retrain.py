@@ -29,9 +29,13 @@ class RetrainConfig(MethodConfig):
     epochs: int | None = Field(None, ge=1, description="override of the recipe's epochs; None = the original recipe")
 
 
+def _cost(cfg: RetrainConfig, sizes) -> float:
+    return (cfg.epochs or sizes.recipe_epochs) * sizes.retain
+
+
 @register_method("retrain", needs=Needs.FORGET | Needs.RETAIN, config=RetrainConfig,
                  paper="retraining from scratch (exact unlearning reference)", kind="reference",
-                 search_space={})
+                 search_space={}, cost=_cost, search_basis="nothing to tune: the original recipe")
 def unlearn(model: nn.Module, data: UnlearnData, cfg: RetrainConfig, run: RunContext) -> nn.Module:
     """Train a freshly initialised model of the same architecture on the retain set with the original recipe."""
     recipe = data.recipe if cfg.epochs is None else dataclasses.replace(data.recipe, epochs=cfg.epochs)

@@ -1,7 +1,7 @@
 """RFA: residual feature alignment with LoRA — zero residuals on retained data, shifted ones on forget data.
 
 Paper: Qin, Zhu, Wang, Zhou, "Machine Unlearning on Pre-trained Models by Residual Feature Alignment Using
-LoRA", arXiv 2411.08443 (IEEE TDSC); methods.md §5. No code was published and only the abstract could be
+LoRA", arXiv 2411.08443 (IEEE TDSC); docs/methods/rfa.md. No code was published and only the abstract could be
 read, so everything past the idea is a reconstruction [R], chosen here and measured in docs/methods/rfa.md.
 Needs: forget + retain.
 
@@ -17,8 +17,10 @@ Our reconstruction [R]:
   so the student starts exactly at the original. peft draws A from the global RNG; we redraw it from
   ``run.generator`` (same Kaiming-uniform law) so that the run is seeded by the run context alone.
 * **Which layers** (``layers``): ``all`` = every conv and linear layer (small-cnn: conv1..conv3, fc1,
-  fc2; resnet18: every conv incl. shortcuts, and fc); ``late`` = the last stage plus the head (small-cnn:
-  conv3, fc1, fc2; resnet18: layer4's convs and fc); ``head`` = the linear head only (fc1, fc2 / fc).
+  fc2; resnet18: every conv incl. shortcuts, and fc); ``late`` = the last stage plus the head, as the
+  architecture adapter names them (small-cnn: conv3, fc1, fc2; resnet18: layer4's convs and fc);
+  ``head`` = the linear layers only (fc1, fc2 / fc). The penultimate features are the input of the
+  adapter's ``head`` layer.
 * **Residuals.** Captured by forward hooks on each adapter's ``lora_B`` module (its output times the
   layer's ``alpha / r`` is exactly the residual added to the frozen layer's output), rather than by
   recomputing A and B by hand: the hooks see what the forward pass really added.
@@ -27,7 +29,7 @@ Our reconstruction [R]:
   batch: KL(teacher || student) (``retain_output="kl"``, distillation: residuals that cancel downstream
   are allowed) or cross-entropy on the retain labels (``"ce"``, which also lets the model drop the
   teacher's mistakes toward a removed class).
-* **Forget shift** (``forget_shift``, methods.md §5(b)): ``hinge`` pushes the penultimate features of a
+* **Forget shift** (``forget_shift``, the three options of docs/methods/rfa.md): ``hinge`` pushes the penultimate features of a
   forget sample at least a margin away from the teacher's, ``max(0, m - mean_d (phi - phi_p)^2)``, with
   ``m`` = ``margin_scale`` x the teacher's mean squared distance between retain class means (option 1; it
   saturates, so the shift is bounded, but nothing says in which direction: the class may survive it);
@@ -37,9 +39,9 @@ Our reconstruction [R]:
   sample to its nearest class, and a short pull there disturbs the other classes' features least);
   ``uniform`` is KL(uniform || student) on the forget outputs (option 3).
 * **Optimiser.** AdamW on the LoRA weights only, constant ``lr``; one step per forget batch with a retain
-  batch cycled alongside; ``epochs`` counts passes over the forget set (at least ``min_steps`` steps, so
-  that small forget sets still get a usable budget). Student and teacher stay in eval mode (BatchNorm
-  statistics frozen, as methods.md §5(e) requires for conv-LoRA).
+  batch cycled alongside; the budget is the ``common`` rule, ``ceil(forget_passes * |D_f| / batch_size)``
+  steps, at least ``min_steps`` (so that small forget sets still get a usable budget). Student and
+  teacher stay in eval mode (BatchNorm statistics frozen, as the spec's edge cases require for conv-LoRA).
 * **Merge.** ``merge_and_unload`` folds ``W0 + (alpha / r) B A`` into the base weights, so the returned
   module is the original class with the original state_dict keys; every parameter is trainable again.
 """
@@ -56,40 +58,49 @@ from pydantic import Field
 from torch import nn
 
 from forgetflow import training
-from forgetflow.methods.base import MethodConfig, Needs, UnlearnData, register_method
-from forgetflow.models import arch_of, clone
+from forgetflow.methods.base import Needs, UnlearnData, register_method
+from forgetflow.methods.common import ForgetBudget, frozen
+from forgetflow.methods.cost import FORWARD
+from forgetflow.models.adapters import adapter_for
 from forgetflow.runtime import RunContext
 
 
-class RfaConfig(MethodConfig):
+class RfaConfig(ForgetBudget):
     rank: int = Field(8, ge=1, description="LoRA rank r")
     alpha: float | None = Field(None, gt=0, description="LoRA alpha (scaling alpha / r); None = rank")
     layers: Literal["all", "late", "head"] = Field("all", description="which layers get an adapter")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate on the LoRA weights")
-    epochs: float = Field(1.0, gt=0, description="passes over the forget set (fractions allowed)")
-    min_steps: int = Field(20, ge=1, description="lower bound on optimiser steps for small forget sets")
+    forget_passes: float = Field(1.0, gt=0, description="passes over the forget set (fractions allowed)")
     batch_size: int = Field(128, ge=1, description="forget samples per step")
     retain_batch_size: int = Field(128, ge=1, description="retain samples per step")
     residual_weight: float = Field(1.0, ge=0, description="weight of the zero-residual penalty on retain data")
     output_weight: float = Field(1.0, ge=0, description="weight of the output-level retain term")
     retain_output: Literal["kl", "ce"] = Field("kl", description="retain output term: KL(teacher || student) or CE on labels")
     forget_shift: Literal["hinge", "other-class", "runner-up", "uniform"] = Field(
-        "hinge", description="forget-shift loss (methods.md §5(b); see the module docstring)")
+        "hinge", description="forget-shift loss (see the module docstring)")
     forget_weight: float = Field(1.0, ge=0, description="lambda: weight of the forget-shift loss")
     margin_scale: float = Field(1.0, gt=0, description="hinge margin in units of the teacher's between-class distance")
 
 
-@register_method("rfa", needs=Needs.FORGET | Needs.RETAIN, config=RfaConfig, kind="paper",
+def _cost(cfg: RfaConfig, sizes) -> float:
+    # student forward + backward and teacher forward on a forget + retain batch; the margin's teacher features
+    per_step = (cfg.batch_size + cfg.retain_batch_size) * (1 + FORWARD)
+    return cfg.step_budget(sizes.forget, cfg.batch_size) * per_step + min(2048, sizes.retain) * FORWARD
+
+
+@register_method("rfa", needs=Needs.FORGET | Needs.RETAIN, config=RfaConfig, kind="paper", cost=_cost,
                  paper="Qin et al., arXiv 2411.08443 (IEEE TDSC)",
-                 search_space={"rank": [8, 32], "lr": [1e-3, 3e-3], "forget_weight": [1.0, 3.0],
-                               "forget_shift": ["hinge", "runner-up"]})
+                 search_space={"rank": [4, 8, 16], "lr": [1e-4, 1e-3], "forget_weight": [0.1, 1.0],
+                               "forget_shift": ["hinge", "other-class", "uniform"]},
+                 search_basis="the spec's reconstruction defaults, declared before any run: rank {4, 8, 16}, "
+                              "lr 1e-4 to 1e-3, lambda {0.1, 1}, and its three forget-shift options")
 def unlearn(model: nn.Module, data: UnlearnData, cfg: RfaConfig, run: RunContext) -> nn.Module:
     """Train LoRA residuals to vanish on retain data and shift forget features; merge them into the weights."""
     from peft import LoraConfig, get_peft_model
 
     model.to(run.device).eval()
-    teacher = clone(model).eval().requires_grad_(False)
-    head = _head_name(model)
+    teacher = frozen(model)
+    head = adapter_for(model).head
     targets = _target_layers(model, cfg.layers)
     # a full-match regex, so that "conv1" cannot also catch "layer1.0.conv1" by suffix
     pattern = "^(" + "|".join(re.escape(t) for t in targets) + ")$"
@@ -101,7 +112,7 @@ def unlearn(model: nn.Module, data: UnlearnData, cfg: RfaConfig, run: RunContext
 
     margin = cfg.margin_scale * _between_class_distance(teacher, feats["teacher"], data, run)
     optimizer = training.adam([p for p in student.parameters() if p.requires_grad], cfg.lr)
-    total = max(cfg.min_steps, math.ceil(cfg.epochs * len(data.forget) / cfg.batch_size))
+    total = cfg.step_budget(len(data.forget), cfg.batch_size)
     forget = training.cycled(data.forget, cfg.batch_size, run)
     retain = training.cycled(data.retain, cfg.retain_batch_size, run)
     for i in range(total):
@@ -212,24 +223,12 @@ def _between_class_distance(teacher: nn.Module, phi: _Captured, data: UnlearnDat
     return float(d.sum() / (len(means) * (len(means) - 1)))
 
 
-def _head_name(model: nn.Module) -> str:
-    """The last linear layer: its input is the penultimate feature vector."""
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
-        raise ValueError("RFA needs a model whose classifier is an nn.Linear")
-    return names[-1]
-
-
 def _target_layers(model: nn.Module, layers: str) -> list[str]:
-    """Exact module names to adapt for ``layers`` (see the module docstring)."""
-    arch, _ = arch_of(model)
+    """Exact module names to adapt for ``layers`` (see the module docstring; ``late`` is the adapter's answer)."""
     adaptable = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if layers == "all":
         return adaptable
     if layers == "head":
         return linear
-    if arch == "resnet18":
-        return [n for n in adaptable if n.startswith("layer4.")] + linear
-    convs = [n for n in adaptable if n not in linear]
-    return convs[-1:] + linear
+    return adapter_for(model).late_layers(model)

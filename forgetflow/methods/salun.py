@@ -11,8 +11,9 @@ original values after every step (so momentum and weight decay cannot move them 
 Our choices: the mask's gradient is taken at the original weights (the released script steps an optimizer
 while it accumulates, which makes the map depend on the batch order); the random label is a *wrong* label,
 drawn once per sample from ``run.generator``; batches hold ``forget_batch_size`` relabelled forget samples
-plus ``batch_size`` retain samples (as in our ``random-labels``, so small forget sets are visited often);
-budget in passes over the retain set with a cosine learning-rate decay.
+plus ``batch_size`` retain samples (the loop shared with our ``random-labels``, so small forget sets are
+visited often); a cosine learning-rate decay. Budget (``common`` rule): ``ceil(forget_passes * |D_f| /
+forget_batch_size)`` steps, at least ``min_steps``, after one saliency pass over the forget set.
 """
 
 from __future__ import annotations
@@ -20,46 +21,45 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from forgetflow import training
 from forgetflow.data.samples import SampleSet
-from forgetflow.methods.base import MethodConfig, Needs, UnlearnData, register_method
+from forgetflow.methods.base import Needs, UnlearnData, register_method
+from forgetflow.methods.common import ForgetBudget, SgdSettings, mixed_ce, relabelled_pairs
 from forgetflow.runtime import RunContext
 
 
-class SalunConfig(MethodConfig):
+class SalunConfig(SgdSettings, ForgetBudget):
     mask_ratio: float = Field(0.5, gt=0, le=1, description="fraction of weights (largest |forget grad|) that may move")
-    lr: float = Field(0.01, gt=0, description="SGD learning rate")
-    epochs: float = Field(0.25, gt=0, description="passes over the retain set (fractions allowed)")
+    forget_passes: float = Field(0.5, gt=0, description="passes over the relabelled forget set (one step per forget batch)")
     batch_size: int = Field(128, ge=1, description="retain samples per batch")
     forget_batch_size: int = Field(32, ge=1, description="relabelled forget samples per batch")
     saliency_batch_size: int = Field(256, ge=1, description="batch size of the saliency pass")
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
+
+
+def _cost(cfg: SalunConfig, sizes) -> float:
+    return sizes.forget + cfg.step_budget(sizes.forget, cfg.forget_batch_size) * (cfg.batch_size + cfg.forget_batch_size)
 
 
 @register_method("salun", needs=Needs.FORGET | Needs.RETAIN, config=SalunConfig,
-                 paper="Fan et al., ICLR 2024 (baseline)",
-                 search_space={"mask_ratio": [0.3, 0.5], "lr": [0.003, 0.01, 0.03], "epochs": [0.1, 0.25, 0.5]})
+                 paper="Fan et al., ICLR 2024 (baseline)", cost=_cost,
+                 search_space={"mask_ratio": [0.3, 0.5], "lr": [0.003, 0.01, 0.03], "forget_passes": [0.25, 0.5, 1.0]},
+                 search_basis="mask ratio around the paper's 0.5; lr around 0.01; about one forget pass")
 def unlearn(model: nn.Module, data: UnlearnData, cfg: SalunConfig, run: RunContext) -> nn.Module:
     """Random-label unlearning restricted to the weights most salient for the forget loss."""
     model.to(run.device)
     masks = saliency_mask(model, data.forget, cfg.mask_ratio, cfg.saliency_batch_size, run)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     frozen = {n: p.detach().clone() for n, p in named}
-    relabelled = data.forget.with_labels(training.random_wrong_labels(data.forget.labels, data.num_classes, run))
+    pairs = relabelled_pairs(data.forget, data.retain, data.num_classes, cfg.forget_batch_size, cfg.batch_size, run)
     model.train()
-    optimizer = training.sgd([p for _, p in named], cfg.lr, cfg.momentum, cfg.weight_decay)
-    total = max(1, math.ceil(cfg.epochs * len(data.retain) / cfg.batch_size))
+    optimizer = cfg.sgd([p for _, p in named])
+    total = cfg.step_budget(len(data.forget), cfg.forget_batch_size)
     scheduler = training.cosine_lr(optimizer, total)
-    forget = training.cycled(relabelled, cfg.forget_batch_size, run)
-    retain = training.cycled(data.retain, cfg.batch_size, run)
     for i in range(total):
-        f, r = next(forget), next(retain)
-        loss = F.cross_entropy(model(torch.cat([f.x, r.x])), torch.cat([f.y, r.y]))
+        loss = mixed_ce(model, *next(pairs))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for n, p in named:

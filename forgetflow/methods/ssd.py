@@ -26,6 +26,8 @@ whose forget importance is positive while its training importance is exactly 0 i
 Our choice where the paper is silent: ``train_fraction`` < 1 estimates the training-set importance on a
 random subset (drawn from ``run.generator``) to save time; the default 1.0 is the paper's full pass. The
 authors note the training-set importance can be computed once and stored; we recompute it per request.
+Budget: no optimiser steps; its cost is one gradient pass over the forget set and one over
+``train_fraction`` of the training set, so it does not shrink with the forget set (``train_fraction`` does).
 """
 
 from __future__ import annotations
@@ -47,9 +49,14 @@ class SsdConfig(MethodConfig):
     train_fraction: float = Field(1.0, gt=0, le=1, description="fraction of the training set for its importance")
 
 
+def _cost(cfg: SsdConfig, sizes) -> float:
+    return sizes.forget + cfg.train_fraction * sizes.train  # one forward + backward per sample of each pass
+
+
 @register_method("ssd", needs=Needs.FORGET | Needs.TRAIN, config=SsdConfig,
-                 paper="Foster et al., AAAI 2024", kind="baseline",
-                 search_space={"alpha": [2.0, 3.0, 5.0, 7.0, 10.0], "lam": [0.5, 1.0]})
+                 paper="Foster et al., AAAI 2024", kind="baseline", cost=_cost,
+                 search_space={"alpha": [2.0, 3.0, 5.0, 7.0, 10.0], "lam": [0.5, 1.0]},
+                 search_basis="the authors' alpha 10 and lambda 1, and below (alpha sets how selective it is)")
 def unlearn(model: nn.Module, data: UnlearnData, cfg: SsdConfig, run: RunContext) -> nn.Module:
     """Dampen parameters whose forget importance exceeds alpha times their training-set importance."""
     model.to(run.device).eval()

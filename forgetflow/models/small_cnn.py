@@ -5,13 +5,14 @@ from __future__ import annotations
 from torch import nn
 
 from forgetflow.models import register_model
+from forgetflow.models.adapters import ArchAdapter, Widening, register_adapter
 
 
 class SmallCNN(nn.Module):
     """Three conv-BN-ReLU blocks (the first two max-pooled), global pooling to 2x2, an MLP head.
 
-    Attribute names (``conv1``...``fc2``) are stable: LoRA targets (RFA), REM's widening and ARU's filter
-    reset address layers by these names. ReLUs are not in-place, so double backward (MU-Mis) works.
+    Attribute names (``conv1``...``fc2``) are stable: the adapter below (LoRA targets for RFA, REM's
+    widening) addresses layers by these names. ReLUs are not in-place, so double backward (MU-Mis) works.
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16) -> None:
@@ -45,3 +46,13 @@ class SmallCNN(nn.Module):
 def small_cnn(in_channels: int = 1, num_classes: int = 10, image_size: int = 28, width: int = 16) -> nn.Module:
     """The default architecture; ``image_size`` is accepted for a uniform builder signature."""
     return SmallCNN(in_channels=in_channels, num_classes=num_classes, width=width)
+
+
+def _widen(model: nn.Module) -> list[Widening]:
+    """conv1..conv3 and fc1; conv3's new channels reach fc1 through the 2x2 pooling and flatten (4 columns each)."""
+    return [Widening("conv1", "bn1", "conv2"), Widening("conv2", "bn2", "conv3"),
+            Widening("conv3", "bn3", "fc1"), Widening("fc1", None, "fc2")]
+
+
+register_adapter("small-cnn", ArchAdapter(widen=_widen, late_layers=lambda model: ["conv3", "fc1", "fc2"],
+                                          head="fc2", reset_init="uniform"))

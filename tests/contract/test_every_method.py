@@ -15,7 +15,7 @@ from forgetflow.methods import METHODS, Needs, UnlearnData
 from forgetflow.models import clone, same_architecture
 from forgetflow.runtime import RunContext
 
-EXPECTED_AT_LEAST = 2  # guard: the parametrised list must never be silently empty
+EXPECTED_AT_LEAST = 14  # guard: the parametrised list must never be silently empty or truncated
 
 
 class PoisonedSet:
@@ -36,12 +36,13 @@ def test_registry_is_not_empty():
 
 
 def _fast(name: str) -> dict:
-    """Smallest budget each method accepts, to keep the contract suite quick."""
-    spec = METHODS.get(name)
-    fields = spec.config.model_fields
+    """A small budget for each method, to keep the contract suite quick."""
+    fields = METHODS.get(name).config.model_fields
     out = {}
-    if "epochs" in fields:
-        out["epochs"] = 0.2 if fields["epochs"].annotation is float else 1
+    if "forget_passes" in fields:
+        out.update(forget_passes=0.2, min_steps=2)
+    if "epochs" in fields:  # SCRUB's epochs, retrain's override of the recipe
+        out["epochs"] = 1
     return out
 
 
@@ -71,6 +72,15 @@ def test_same_seed_same_weights(name, digits_random):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{name}: parameter {k} differs between two runs with one seed"
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_declares_its_cost_and_what_its_search_space_is_based_on(name):
+    from forgetflow.methods.cost import Sizes
+
+    spec = METHODS.get(name)
+    assert spec.cost(spec.resolve(), Sizes(forget=11, retain=1000, recipe_epochs=10)) > 0
+    assert spec.search_basis, f"{name}: declare what its search space is based on (search_basis=...)"
 
 
 @pytest.mark.parametrize("name", METHODS.names())

@@ -68,7 +68,8 @@ def test_memorised_samples_are_detected_escalated_then_retrained_and_receipts_ca
 
     # a fine-tune of a few steps leaves the memorisation in place; the oracle runs too (evaluate.oracle: true)
     result = deletion_batch(params_path=str(project.params_path), method="finetune",
-                            overrides={"unlearn.methods.finetune.epochs": 0.02, "evaluate.oracle": True,
+                            overrides={"unlearn.methods.finetune.forget_passes": 0.1, "unlearn.methods.finetune.min_steps": 1,
+                                       "evaluate.oracle": True,
                                        "gates.cost.max_time_ratio": 1000.0})
 
     first, escalated = result["attempts"]

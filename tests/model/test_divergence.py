@@ -11,7 +11,7 @@ from forgetflow.methods import METHODS, data_for
 from forgetflow.models import clone
 from forgetflow.runtime import RunContext
 
-BLOW_UP = {"lr": 1e6, "epochs": 3}  # gradient ascent at this step size overflows to inf / NaN
+BLOW_UP = {"lr": 1e6, "forget_passes": 3}  # gradient ascent at this step size overflows to inf / NaN
 
 
 def test_non_finite_weights_raise_a_named_error(digits_random):
@@ -28,9 +28,9 @@ def test_benchmark_row_says_diverged(digits_random):
 
 
 def test_search_skips_diverged_trials(digits_random):
-    result = tuning.search(digits_random, "gradient-ascent", space={"lr": [1e6, 1e-3], "epochs": [1.0]})
+    result = tuning.search(digits_random, "gradient-ascent", space={"lr": [1e6, 1e-3], "forget_passes": [1.0]})
     by_lr = {t["config"]["lr"]: t for t in result["trials"]}
     assert by_lr[1e6]["diverged"] and by_lr[1e6]["rejected"]
     assert result["best"]["config"]["lr"] == 1e-3
     with pytest.raises(MethodDivergedError, match="every trial"):
-        tuning.search(digits_random, "gradient-ascent", space={"lr": [1e6], "epochs": [3]})
+        tuning.search(digits_random, "gradient-ascent", space={"lr": [1e6], "forget_passes": [3]})

@@ -110,6 +110,6 @@ def test_rem_returns_the_original_architecture(digits_backdoor):
     spec = METHODS.get("rem")
     model = clone(s.original.model)
     data = data_for(spec, s.splits.forget, s.splits.retain, s.splits.num_classes, s.recipe)
-    out = spec.unlearn(model, data, spec.resolve(None, {"epochs": 0.5}), RunContext.create(0, "cpu"))
+    out = spec.unlearn(model, data, spec.resolve(None, {"forget_passes": 1.0, "min_steps": 4, "rounds": 2}), RunContext.create(0, "cpu"))
     assert type(out) is type(s.original.model) and same_architecture(out, s.original.model)
     assert out.state_dict().keys() == s.original.model.state_dict().keys()

@@ -80,7 +80,8 @@ def _gates(**failed_checks):
     return out
 
 
-PHASES = [{"method": "rem", "config": {"epochs": 2.0}}, {"method": "aru", "config": {"epochs": 1}}]
+PHASES = [{"method": "rem", "config": {"forget_passes": 30.0, "rounds": 5}},
+          {"method": "aru", "config": {"forget_passes": 1.0, "min_steps": 20, "max_steps": None}}]
 
 
 def test_evidence_failure_escalates_the_budget_once_and_says_why():
@@ -91,8 +92,10 @@ def test_evidence_failure_escalates_the_budget_once_and_says_why():
     assert escalated is not None
     decision, overrides = escalated
     assert (decision.action, decision.rule) == ("unlearn", "escalation")
-    assert overrides == {"rem": {"epochs": 4.0}, "aru": {"epochs": 2}}  # whole-epoch methods stay whole
-    assert "requests failed" in decision.reason and "version 4" in decision.reason and "rem epochs 2 → 4" in decision.reason
+    # the floor scales with the passes (a small batch runs at the floor); rounds and an unset cap stay
+    assert overrides == {"rem": {"forget_passes": 60.0}, "aru": {"forget_passes": 2.0, "min_steps": 40}}
+    assert "requests failed" in decision.reason and "version 4" in decision.reason
+    assert "rem forget_passes 30 → 60" in decision.reason and "aru forget_passes 1 → 2, min_steps 20 → 40" in decision.reason
     assert decision.measures["failed_gates"] == ["forgetting"]
     assert escalate(2.0, decision, _gates(forgetting=["requests"]), PHASES, "5") is None  # only once
     # and then a failure retrains, naming the escalation in its reason
@@ -107,7 +110,18 @@ def test_no_escalation_when_a_larger_budget_cannot_help_or_is_off():
     assert escalate(2.0, first, _gates(forgetting=["requests"], utility=["test-acc-drop"]), PHASES, "4") is None
     assert escalate(2.0, first, _gates(forgetting=["forget-acc-vs-oracle"]), PHASES, "4") is None  # not the evidence
     assert escalate(None, first, _gates(privacy=["forget-share"]), PHASES, "4") is None  # switched off
-    assert escalate(2.0, first, _gates(privacy=["forget-share"]), [{"method": "ssd", "config": {}}], "4") is None
+    assert escalate(2.0, first, _gates(privacy=["forget-share"]), [{"method": "ssd", "config": {"alpha": 10.0}}],
+                    "4") is None
+    scrub = escalate(1.5, first, _gates(privacy=["forget-share"]), [{"method": "scrub", "config": {"epochs": 3}}], "4")
+    assert scrub is not None and scrub[1] == {"scrub": {"epochs": 5}}  # epoch methods: whole epochs, rounded up
     assert escalate(2.0, first, _gates(), PHASES, "4") is None  # nothing failed
     assert escalate(2.0, decide(RetrainParams(), facts(), forced="retrain"), _gates(privacy=["forget-share"]),
                     PHASES, "4") is None
+
+
+def test_a_predicted_unlearning_no_cheaper_than_retraining_retrains():
+    d = decide(RetrainParams(), facts(predicted_unlearn_seconds=50.0, predicted_retrain_seconds=40.0))
+    assert (d.action, d.rule) == ("retrain", "cost") and "50.0 s" in d.reason and "40.0 s" in d.reason
+    cheap = decide(RetrainParams(), facts(predicted_unlearn_seconds=4.0, predicted_retrain_seconds=40.0))
+    assert cheap.action == "unlearn" and "predicted at 4.0 s" in cheap.reason
+    assert cheap.measures["predicted_retrain_seconds"] == 40.0
