@@ -7,7 +7,7 @@ Needs: forget (attack and mask) + retain (fine-tuning after the reset).
 
 What the paper's readable text fixes [P]: adversarial noise on the forget set produces a parameter mask;
 masked parameters (convolutional filters [S]) are re-initialised; the network is then fine-tuned on the
-retain data [S]. Everything else is a RECONSTRUCTION [R] (methods.md §6b); our choices and why:
+retain data [S]. Everything else is a RECONSTRUCTION [R] (docs/methods/aru.md measures each choice); our choices and why:
 
 1. Attack. PGD-L-inf on each forget sample against the *original* model in eval mode: ``steps`` signed
    gradient steps of size ``step_size`` inside an ``epsilon`` ball, random start drawn from

@@ -1,10 +1,10 @@
 """MU-Mis: unlearn by suppressing the forget samples' input sensitivity, with no retain data at all.
 
 Paper: Cheng, Huang, Zhou, He, Yang, Wu, Huang, "(Remaining-data-free) Machine Unlearning by Suppressing
-Sample Contribution", arXiv 2402.15109 (ICLR 2026); methods.md §3. No official code was available.
+Sample Contribution", arXiv 2402.15109 (ICLR 2026); docs/methods/mu-mis.md. No official code was available.
 Needs: the forget set only (with its labels). The retain set is never read, not even for the stop rule.
 
-What the method does (methods.md §3(b), [S]): for each forget sample (x, c) draw an irrelevant class
+What the method does (the paper, [S]): for each forget sample (x, c) draw an irrelevant class
 c' != c, uniformly, afresh every time the loss is computed, and minimise
 ``||d f_c / dx||^2 - ||d f_c' / dx||^2`` (squared L2 norm over all pixels, mean over the batch) with plain
 SGD on all weights. The gradient of that loss needs a double backward (``create_graph=True``). The model
@@ -12,7 +12,7 @@ stays in eval mode throughout, so BatchNorm uses its running statistics: samples
 gradient of the batch's summed logit with respect to the batch input is exactly the per-sample input
 gradient; the running statistics are never updated.
 
-Stop rule (methods.md §3(b)4): track ``s_t`` = mean over forget samples of ``||d f_c' / dx||`` (not
+Stop rule (the paper's, as we read it): track ``s_t`` = mean over forget samples of ``||d f_c' / dx||`` (not
 squared) and stop at the first check where ``s_t / s_0 > delta`` after ``s_t`` has been at or below
 ``delta * s_0``, i.e. at the first *upward* crossing of the level ``delta * s_0``. For delta < 1 that is
 "dip, then recover beyond delta"; for delta >= 1 the running minimum (at most s_0) is already below the
@@ -108,7 +108,7 @@ def unlearn(model: nn.Module, data: UnlearnData, cfg: MuMisConfig, run: RunConte
 
 
 class StopRule:
-    """methods.md §3(b)4: fire at the first upward crossing of ``delta * s0`` by the statistic s_t.
+    """The stop rule: fire at the first upward crossing of ``delta * s0`` by the statistic s_t.
 
     The running minimum starts at s0; the rule fires when s_t > delta * s0 while the minimum seen so far
     is at or below that level (for delta < 1: the statistic dipped below the level and recovered past it).

@@ -1,7 +1,7 @@
 """RFA: residual feature alignment with LoRA — zero residuals on retained data, shifted ones on forget data.
 
 Paper: Qin, Zhu, Wang, Zhou, "Machine Unlearning on Pre-trained Models by Residual Feature Alignment Using
-LoRA", arXiv 2411.08443 (IEEE TDSC); methods.md §5. No code was published and only the abstract could be
+LoRA", arXiv 2411.08443 (IEEE TDSC). No code was published and only the abstract could be
 read, so everything past the idea is a reconstruction [R], chosen here and measured in docs/methods/rfa.md.
 Needs: forget + retain.
 
@@ -27,9 +27,9 @@ Our reconstruction [R]:
   batch: KL(teacher || student) (``retain_output="kl"``, distillation: residuals that cancel downstream
   are allowed) or cross-entropy on the retain labels (``"ce"``, which also lets the model drop the
   teacher's mistakes toward a removed class).
-* **Forget shift** (``forget_shift``, methods.md §5(b)): ``hinge`` pushes the penultimate features of a
-  forget sample at least a margin away from the teacher's, ``max(0, m - mean_d (phi - phi_p)^2)``, with
-  ``m`` = ``margin_scale`` x the teacher's mean squared distance between retain class means (option 1; it
+* **Forget shift** (``forget_shift``; the paper says only that forget residuals shift): ``hinge`` pushes
+  the penultimate features of a forget sample at least a margin away from the teacher's,
+  ``max(0, m - mean_d (phi - phi_p)^2)``, with ``m`` = ``margin_scale`` x the teacher's mean squared distance between retain class means (option 1; it
   saturates, so the shift is bounded, but nothing says in which direction: the class may survive it);
   ``other-class`` pulls them onto the teacher features of a retain sample of another class from the paired
   retain batch (option 2); ``runner-up`` does the same with a retain sample of the class the teacher ranks
@@ -39,7 +39,7 @@ Our reconstruction [R]:
 * **Optimiser.** AdamW on the LoRA weights only, constant ``lr``; one step per forget batch with a retain
   batch cycled alongside; ``epochs`` counts passes over the forget set (at least ``min_steps`` steps, so
   that small forget sets still get a usable budget). Student and teacher stay in eval mode (BatchNorm
-  statistics frozen, as methods.md §5(e) requires for conv-LoRA).
+  statistics frozen: in train mode, conv-LoRA would change the statistics the merged model deploys with).
 * **Merge.** ``merge_and_unload`` folds ``W0 + (alpha / r) B A`` into the base weights, so the returned
   module is the original class with the original state_dict keys; every parameter is trainable again.
 """
@@ -74,7 +74,7 @@ class RfaConfig(MethodConfig):
     output_weight: float = Field(1.0, ge=0, description="weight of the output-level retain term")
     retain_output: Literal["kl", "ce"] = Field("kl", description="retain output term: KL(teacher || student) or CE on labels")
     forget_shift: Literal["hinge", "other-class", "runner-up", "uniform"] = Field(
-        "hinge", description="forget-shift loss (methods.md §5(b); see the module docstring)")
+        "hinge", description="forget-shift loss (see the module docstring and docs/methods/rfa.md)")
     forget_weight: float = Field(1.0, ge=0, description="lambda: weight of the forget-shift loss")
     margin_scale: float = Field(1.0, gt=0, description="hinge margin in units of the teacher's between-class distance")
 
