@@ -331,7 +331,9 @@ def status(project: Project) -> dict[str, Any]:
 def _git_commit(project: Project, message: str) -> None:
     rel = dvc_file(project).relative_to(project.root)
     try:
-        subprocess.run(["git", "add", str(rel), ".gitignore"], cwd=project.root, check=True, capture_output=True)
+        # --force: the forgetflow checkout ignores data.dvc (per-deployment state); this deployment commits it
+        subprocess.run(["git", "add", "--force", str(rel), ".gitignore"], cwd=project.root, check=True,
+                       capture_output=True)
         subprocess.run(["git", "commit", "-m", message, "--", str(rel), ".gitignore"], cwd=project.root,
                        check=True, capture_output=True)
     except subprocess.CalledProcessError as exc:
