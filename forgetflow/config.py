@@ -270,6 +270,11 @@ class IntakeParams(Strict):
     port: int = Field(8787, ge=1, le=65535)
     max_items: int = Field(10_000, ge=1, description="most requests in one POST (a list is all-or-nothing)")
     workers: int = Field(1, ge=1, le=64, description="intake processes sharing the port (uvicorn workers)")
+    max_age_days: float = Field(
+        365, gt=0, le=36_500,
+        description="oldest received_at accepted, in days before now, on every intake path (HTTP, CLI add/import, "
+                    "forgetflow.ledger.make_request): an older date is almost surely wrong (year 1, the Unix epoch) and "
+                    "would jump the queue and fire the backlog trigger; raise it to import an older backlog")
 
 
 class Params(Strict):

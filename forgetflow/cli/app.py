@@ -60,12 +60,14 @@ app.add_typer(info.config_app, name="config")
 def main() -> None:
     """Console entry point: one-line errors, non-zero exits."""
     runtime_env.apply()
+    from forgetflow.masking import mask_text  # error lines never show a credential (docs/operations.md)
+
     try:
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:  # click hands a command's `raise typer.Exit(n)` back as a return value here
             sys.exit(code)
     except ForgetflowError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {mask_text(str(exc))}", err=True)
         sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -86,5 +88,6 @@ def main() -> None:
         if os.environ.get("FORGETFLOW_DEBUG"):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        typer.echo(f"error: internal error: {type(exc).__name__}: {first} (FORGETFLOW_DEBUG=1 shows the traceback)", err=True)
+        typer.echo(f"error: internal error: {type(exc).__name__}: {mask_text(first)} (FORGETFLOW_DEBUG=1 shows the "
+                   "traceback)", err=True)
         sys.exit(2)

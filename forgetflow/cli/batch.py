@@ -72,7 +72,8 @@ def demo() -> None:
     say(f"champion = model version {info.version}, test acc {info.metrics.get('test_acc', float('nan')):.2f}%")
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     requests_file = pipeline.write_demo_requests(proj, version, now)
-    result = proj.open_ledger().add(read_csv(requests_file), source="import")
+    # forgetflow's own file, written at the first run: a rerun a year later must still find it valid
+    result = proj.open_ledger().add(read_csv(requests_file, max_age_days=None), source="import")
     say(f"requests from {requests_file.relative_to(proj.root)}: {len(result.accepted)} accepted, "
         f"{len(result.duplicates)} already in the ledger")
     from flows.deletion_batch import deletion_batch
@@ -91,8 +92,10 @@ def demo() -> None:
     typer.echo(render_batch(outcome))
     typer.echo("\nverify the receipts:   .venv/bin/forgetflow receipt verify")
     typer.echo("ledger and registry:   .venv/bin/forgetflow status")
-    typer.echo(f"open the MLflow UI:    .venv/bin/mlflow ui --backend-store-uri {proj.tracking_uri} "
-               f"--default-artifact-root {proj.artifact_root} --port 5000   (or: make mlflow-ui)")
+    from forgetflow.masking import mask_text
+
+    typer.echo(f"open the MLflow UI:    .venv/bin/mlflow ui --backend-store-uri {mask_text(proj.tracking_uri)} "
+               f"--default-artifact-root {mask_text(proj.artifact_root)} --port 5000   (or: make mlflow-ui)")
 
 
 def report(batch_id: Annotated[str, typer.Argument(help="the batch whose report to (re)write")]) -> None:

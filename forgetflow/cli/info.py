@@ -42,10 +42,19 @@ def methods(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
 
 
 @config_app.command("validate")
-def config_validate() -> None:
-    """Validate params.yaml (every method section too) and print the resolved values."""
+def config_validate(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Validate params.yaml (every method section too) and print the resolved values (credentials masked)."""
+    import yaml
+
+    from forgetflow.masking import mask_secrets
+
     proj = project()
+    resolved = mask_secrets(proj.params.model_dump(mode="json"))
+    if as_json:
+        emit(resolved, True)
+        return
     typer.echo(f"{proj.params_path}: valid")
+    typer.echo(yaml.safe_dump(resolved, sort_keys=False).rstrip())
 
 
 @config_app.command("schema")

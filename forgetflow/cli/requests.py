@@ -22,7 +22,8 @@ def add(
     subject: Annotated[Optional[str], typer.Option(help="forget every sample of this data subject")] = None,
     sample: Annotated[Optional[str], typer.Option(help="forget this one sample")] = None,
     request_id: Annotated[Optional[str], typer.Option("--id", help="request id (default: generated)")] = None,
-    received_at: Annotated[Optional[str], typer.Option(help="ISO-8601 time (default: now)")] = None,
+    received_at: Annotated[Optional[str], typer.Option(help="ISO-8601 time (default: now; not older than "
+                                                             "intake.max_age_days)")] = None,
 ) -> None:
     """Accept one erasure request."""
     import uuid
@@ -30,7 +31,8 @@ def add(
     from forgetflow.ledger import make_request
 
     proj = project()
-    req = make_request(request_id or f"req-{uuid.uuid4().hex[:12]}", reason, subject, sample, received_at)
+    req = make_request(request_id or f"req-{uuid.uuid4().hex[:12]}", reason, subject, sample, received_at,
+                       max_age_days=proj.params.intake.max_age_days)
     book = proj.open_ledger()
     result = book.add([req], source="cli")
     state = "accepted" if result.accepted else "already accepted (same content)"
@@ -45,7 +47,7 @@ def import_(file: Annotated[Path, typer.Argument(help="CSV: request_id,subject_i
 
     proj = project()
     book = proj.open_ledger()
-    result = book.add(read_csv(file), source="import")
+    result = book.add(read_csv(file, max_age_days=proj.params.intake.max_age_days), source="import")
     typer.echo(f"{file}: {len(result.accepted)} accepted, {len(result.duplicates)} already present")
     _announce(proj, book, result.accepted, "import")
 

@@ -38,10 +38,12 @@ def intake(
     """Serve the HTTP intake (POST /requests, GET /requests/{id} and /requests/{id}/receipt); token from FORGETFLOW_INTAKE_TOKEN."""
     import os
 
-    proj = project()
-    from tasks import intake as http_intake
+    from forgetflow.intake import server
 
-    token = http_intake.check_token(os.environ.get(http_intake.TOKEN_ENV))
-    export_code_path()  # worker processes import the intake module by name
-    http_intake.serve_http(proj, host or proj.params.intake.host, port or proj.params.intake.port, token,
-                           workers or proj.params.intake.workers, overrides())
+    proj = project()
+    token = server.check_token(os.environ.get(server.TOKEN_ENV))
+    export_code_path()  # worker processes import the injected event sender (tasks/events.py) by name
+    from tasks import events
+
+    server.serve_http(proj, host or proj.params.intake.host, port or proj.params.intake.port, token,
+                      workers or proj.params.intake.workers, overrides(), events=events.intake_sender)
