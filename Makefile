@@ -15,11 +15,13 @@ export DVC_NO_ANALYTICS = 1
 export HF_HUB_OFFLINE = 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS = 90
 
-.PHONY: demo test venv system-deps postgres mlflow-ui clean-state help
+.PHONY: demo test test-fast test-gpu venv system-deps postgres mlflow-ui clean-state help
 
 help:
 	@echo "make demo   - prepare Fashion-MNIST, train the original, file sample requests, run one deletion batch"
 	@echo "make test   - run the whole test suite"
+	@echo "make test-fast - the fast lane while developing: every test not marked slow"
+	@echo "make test-gpu  - the CUDA tests (skipped where there is no CUDA device)"
 	@echo "make mlflow-ui - open the MLflow UI on the local store (http://127.0.0.1:5000)"
 
 $(STAMP): requirements.txt lock.txt pyproject.toml
@@ -46,8 +48,14 @@ demo: venv system-deps
 test: venv system-deps
 	$(PY) -m pytest -q
 
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow"
+
+test-gpu: venv
+	$(PY) -m pytest -q -rs -m gpu
+
 mlflow-ui: venv
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --default-artifact-root mlflow/artifacts --host 127.0.0.1 --port 5000
 
 clean-state:
-	rm -rf state artifacts mlflow/mlflow.db mlflow/artifacts data data.dvc
+	rm -rf state artifacts mlflow/mlflow.db mlflow/artifacts data data.dvc dvc.lock

@@ -37,7 +37,7 @@ if str(REPO) not in sys.path:
 
 # the batch's steps in the order they run (flows/deletion_batch.py); each has a kill point inside it.
 # The drill's params make every batch unlearn (never retrain) and promote (gates off), so every kill point
-# is reached; the oracle is off to keep each batch short.
+# is reached; the oracle, the reference models and the evidence are off to keep each batch short.
 KILL_STEPS = ("claim", "validate", "unlearn", "evaluate", "register", "promote", "erase", "purge", "receipts")
 
 PARAMS = """\
@@ -46,8 +46,10 @@ data: {dataset: digits, shard_size: 256}
 model: {arch: small-cnn, width: 8}
 train: {epochs: 15, batch_size: 64, lr: 0.05, progress: false, device: cpu}
 evaluate: {mia_max_shadow: 300, oracle: false}
-unlearn: {method: neggrad-plus, preset: null, methods: {neggrad-plus: {epochs: 0.3}}}
-gates: {utility: false, forgetting: false, privacy: false, cost: false}
+unlearn: {method: neggrad-plus, preset: null, methods: {neggrad-plus: {forget_passes: 0.1, min_steps: 4}}}
+gates: {utility: {enabled: false}, forgetting: {enabled: false}, privacy: {enabled: false}, cost: {enabled: false}}
+references: {enabled: false}
+evidence: {enabled: false}
 retrain: {max_forgotten_fraction: 1.0, max_quality_drift: null, on_gate_failure: false}
 batch: {lease_seconds: 20, heartbeat_seconds: 2}
 """

@@ -351,6 +351,12 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
         log.error("batch %s: the report could not be written (%s: %s); run `forgetflow report %s`",
                   batch_id, type(exc).__name__, exc, batch_id)
         result["report"] = {"error": f"{type(exc).__name__}: {exc}"}
+    # ... and so is recording in dvc.lock what the batch changed (a failure leaves `dvc status` showing it)
+    try:
+        result["pipeline_recorded"] = versioning.record_pipeline(project)
+    except Exception as exc:  # noqa: BLE001 - the batch is done; `dvc commit` records it by hand
+        log.warning("batch %s: dvc.lock not updated (%s: %s)", batch_id, type(exc).__name__, exc)
+        result["pipeline_recorded"] = {"error": f"{type(exc).__name__}: {exc}"}
     write_batch_json(project, result)
     return result
 

@@ -10,6 +10,10 @@ in the answer. ``forgetflow promote VERSION --reason ...`` is the same decision 
 
 Whatever the path, a version that holds erased data is refused, also when the data was erased while the
 flow waited: the lineage is checked again at the moment the alias moves.
+
+Beside the flow, the person-facing operations on ``champion`` (``forgetflow rollback``, ``forgetflow history``,
+``forgetflow approve``): plain functions that wire the same tasks-level functions and the same rules
+(``forgetflow/promotion_rules.py``).
 """
 
 from __future__ import annotations
@@ -21,9 +25,15 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from forgetflow import runtime_env
+from forgetflow import lineage, runtime_env
+from forgetflow import promotion_rules as rules
+from forgetflow.errors import PromotionRefused
 from forgetflow.project import Project
-from tasks.promotion import actor, check_promotable, promote_task, reject_version
+from tasks import lineage as lineage_tasks
+from tasks import tracking
+from tasks.claims import ledger
+from tasks.promotion import (PROMOTION_TAG, actor, check_promotable, promote_task, purged_note, refuse_if_purged,
+                             reject_version)
 
 
 class Approval(RunInput):
@@ -78,3 +88,82 @@ def promotion(params_path: str = "params.yaml", overrides: dict[str, Any] | None
         done = promote_task(project, version, reason or "promotion flow: gates passed",
                             actor("promotion flow (automatic approval)"))
     return {"status": "promoted", "version": version, **done}
+
+
+# ---- person-facing operations: roll back, history, answer a paused run -------------------------------
+def rollback(project: Project, to: str | None, reason: str, by: str) -> dict[str, Any]:
+    """Move ``champion`` back to a former champion (default: the previous one), never to one holding erased data."""
+    rules.require_reason(reason)
+    name = project.params.tracking.model_name
+    current = tracking.require_champion(project)
+    former = rules.former_champions(ledger(project).alias_history(name), current)
+    target = rules.rollback_target(to, current, former, [v["version"] for v in tracking.versions(project)], name)
+    known = lineage_tasks.records(project)
+    gone = lineage_tasks.erasures(project)
+    try:
+        rules.refuse_if_holding(target, lineage.held(target, known, gone), "rollback",
+                                [v for v in former if not lineage.held(v, known, gone)], "former champions")
+    except PromotionRefused as exc:
+        raise PromotionRefused(f"{exc}{purged_note(project, target)}") from None
+    refuse_if_purged(project, target, "rollback")
+    previous = tracking.move_alias(project, ledger(project), tracking.CHAMPION, target, f"rollback: {reason}", by)
+    tracking.set_version_tags(project, target, {PROMOTION_TAG: "rolled back to"})
+    return {"from": previous, "to": target, "reason": f"rollback: {reason}", "actor": by}
+
+
+def history(project: Project) -> dict[str, Any]:
+    """Every alias move and every supersession, oldest first, plus each version's lineage state."""
+    name = project.params.tracking.model_name
+    book = ledger(project)
+    events: list[dict[str, Any]] = []
+    for m in book.alias_history(name):
+        events.append({"at": m["at"], "kind": "alias", "alias": m["alias"], "from_version": m["from_version"],
+                       "to_version": m["to_version"], "reason": m["reason"], "actor": m["actor"],
+                       "batch_id": m["batch_id"]})
+    for s in book.superseded(name):
+        events.append({"at": s["at"], "kind": "superseded", "version": s["version"],
+                       "erased_by_batch": s["erased_by_batch"], "reason": s["reason"],
+                       "actor": f"{s['recorded_in']}" if s["recorded_in"] else "forgetflow",
+                       "batch_id": s["recorded_in"]})
+    events.sort(key=lambda e: e["at"])
+    known = lineage_tasks.records(project)
+    gone = lineage_tasks.erasures(project)
+    champion = tracking.alias_version(project, tracking.CHAMPION)
+    challenger = tracking.alias_version(project, tracking.CHALLENGER)
+    versions = []
+    for v in tracking.versions(project):  # (registry searches do not return aliases: ask for each alias)
+        held = lineage.held(v["version"], known, gone)
+        aliases = [a for a, at in ((tracking.CHAMPION, champion), (tracking.CHALLENGER, challenger)) if at == v["version"]]
+        versions.append({"version": v["version"], "role": v["tags"].get("forgetflow.role", "unknown"),
+                         "batch_id": v["tags"].get("batch_id"), "aliases": aliases,
+                         "gates": v["tags"].get("gates"), "promotion": v["tags"].get(PROMOTION_TAG),
+                         "superseded_by": v["tags"].get("forgetflow.superseded_by"), "holds_erased_data_of": held})
+    return {"model_name": name, "champion": champion, "challenger": challenger, "events": events, "versions": versions}
+
+
+def answer_paused_run(flow_run: str, approve: bool, reason: str, by: str, override: bool = False) -> str:
+    """Resume a paused promotion flow run with a person's answer (``forgetflow approve``); returns the API URL.
+
+    Raises PromotionRefused with one line when there is no server, no such run, or nothing paused.
+    """
+    import uuid
+
+    from prefect.exceptions import ObjectNotFound, PrefectException
+    from prefect.flow_runs import resume_flow_run
+    from prefect.settings import get_current_settings
+
+    try:
+        run_id = uuid.UUID(flow_run)
+    except ValueError:
+        raise PromotionRefused(f"{flow_run!r} is not a flow run id") from None
+    api = get_current_settings().api.url
+    if not api:
+        raise PromotionRefused("PREFECT_API_URL is not set: a paused flow run lives on a Prefect server "
+                               "(`forgetflow promote VERSION --reason ...` works without one)")
+    try:
+        resume_flow_run(run_id, run_input={"approve": approve, "approver": by, "reason": reason, "override": override})
+    except ObjectNotFound:
+        raise PromotionRefused(f"flow run {flow_run} does not exist on the Prefect server at {api}") from None
+    except (PrefectException, RuntimeError) as exc:  # not paused, timed out, input rejected
+        raise PromotionRefused(f"flow run {flow_run}: {exc}") from None
+    return api

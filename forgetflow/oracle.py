@@ -19,7 +19,7 @@ from torch import nn
 from forgetflow.data.manifest import canonical_json
 from forgetflow.data.samples import SampleSet
 from forgetflow.models import build_model, load_checkpoint, save_checkpoint
-from forgetflow.runtime import RunContext
+from forgetflow.runtime import Reporter, RunContext
 from forgetflow.training import Recipe, train_model
 
 
@@ -47,6 +47,13 @@ def cache_key(role: str, fingerprint: str, excluded_hash: str, arch: str, arch_c
     return f"{role}-{hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:20]}"
 
 
+def is_cached(role: str, fingerprint: str, excluded_hash: str, arch: str, arch_config: dict[str, Any], recipe: Recipe,
+              seed: int, cache_dir: Path) -> bool:
+    """Whether :func:`train_cached` would load this model instead of training it."""
+    key = cache_key(role, fingerprint, excluded_hash, arch, arch_config, recipe, seed)
+    return (cache_dir / f"{key}.pt").exists() and (cache_dir / f"{key}.json").exists()
+
+
 def train_cached(
     role: str,
     samples: SampleSet,
@@ -60,12 +67,17 @@ def train_cached(
     device: str = "auto",
     progress: bool = False,
     deterministic: bool = True,
+    report: Reporter | None = None,
 ) -> TrainedModel:
-    """Load the model for this key from ``cache_dir`` or train it on ``samples`` and store it."""
+    """Load the model for this key from ``cache_dir`` or train it on ``samples`` and store it.
+
+    ``report`` receives the training curve (``<role>/loss`` per epoch) when the model is trained, not when
+    it comes from the cache.
+    """
     key = cache_key(role, fingerprint, excluded_hash, arch, arch_config, recipe, seed)
     path = cache_dir / f"{key}.pt"
     meta_path = cache_dir / f"{key}.json"
-    run = RunContext.create(seed, device, deterministic=deterministic, progress=progress)
+    run = RunContext.create(seed, device, deterministic=deterministic, report=report, progress=progress)
     if path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         return TrainedModel(load_checkpoint(path, run.device), key, float(meta["seconds"]), True, path)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from torch import nn
 
 from forgetflow.data import DatasetVersion, Manifest, RequestRef, build_splits, load_version, prepare_version, resolve
+from forgetflow.data.purge import strip_erased
 from forgetflow.data.splits import Splits
 from forgetflow.data.tombstones import TombstoneKey, load_key
 from forgetflow.errors import DataError
@@ -23,10 +24,10 @@ from forgetflow.ledger.reasons import CORRUPTION_REASONS
 from forgetflow.methods import METHODS, data_for
 from forgetflow.methods.cost import Sizes, measure_seconds_per_pass, predict, retrain_passes
 from forgetflow.models import clone, same_architecture
-from forgetflow.oracle import TrainedModel, train_cached
+from forgetflow.oracle import TrainedModel, is_cached, train_cached
 from forgetflow import recipes
 from forgetflow.project import Project
-from forgetflow.runtime import RunContext, resolve_device
+from forgetflow.runtime import Reporter, RunContext, resolve_device
 from forgetflow.scenarios import REASON_PRESET
 from forgetflow.training import Recipe
 
@@ -35,10 +36,16 @@ log = logging.getLogger(__name__)
 
 # ---- data ---------------------------------------------------------------------------------------
 def prepare(project: Project, force: bool = False) -> DatasetVersion:
-    """Build version 1 from the raw files into ``artifacts/prepared`` (the ``prepare`` stage's output)."""
+    """Build version 1 from the raw files into ``artifacts/prepared`` (the ``prepare`` stage's output).
+
+    Samples erased so far (the current version's tombstones) are left out when ``purge.prepared`` is
+    ``strip``, as the purge leaves this folder: preparing again never brings an erased sample back.
+    """
     if not force and (project.prepared_dir / "version.json").exists():
         return load_version(project.prepared_dir)
     version = prepare_version(project.params.data, project.root, project.params.seed)
+    if project.params.purge.prepared == "strip" and (project.version_dir / "version.json").exists():
+        version = strip_erased(version, load_version(project.version_dir).erased) or version
     version.write(project.prepared_dir)
     return version
 
@@ -79,14 +86,15 @@ def arch(project: Project, version: DatasetVersion) -> tuple[str, dict[str, Any]
     return recipes.architecture(project.params, version)
 
 
-def train_original(project: Project, version: DatasetVersion, progress: bool | None = None) -> TrainedModel:
+def train_original(project: Project, version: DatasetVersion, progress: bool | None = None,
+                   report: Reporter | None = None) -> TrainedModel:
     """Train (or load from the cache) the original model on the version's whole training split."""
     name, config = arch(project, version)
     train = version.sample_set(split="train")
     return train_cached("original", train, version.fingerprint, "", name, config, recipe(project), project.params.seed,
                         project.oracle_dir, project.params.train.device,
                         project.params.train.progress if progress is None else progress,
-                        project.params.train.deterministic)
+                        project.params.train.deterministic, report)
 
 
 def train_oracle(project: Project, version: DatasetVersion, manifest_sha256: str, splits: Splits,
@@ -108,9 +116,43 @@ def retrain_current(project: Project, version: DatasetVersion, progress: bool | 
                         project.params.train.deterministic)
 
 
-def write_oracle(project: Project) -> tuple[DatasetVersion, dict[str, Any]]:
-    """Retrain on the current version and write ``models/oracle.pt`` and ``models/oracle.json`` (the
-    ``train_oracle`` stage's outputs); returns the version and what the JSON holds."""
+def _oracle_key(project: Project, version: DatasetVersion) -> tuple[str, str, str]:
+    """The cache entry (role, data fingerprint, excluded hash) of a model trained on ``version``'s training split.
+
+    Version 1 has the original's training samples. A version made by a batch has exactly the training samples
+    of that batch's oracle (its parent's retain set, in the same order), so with the same recipe and seed the
+    batch's oracle is this version's oracle. Any other version gets a key of its own.
+    """
+    if not version.meta.get("erased"):
+        return "original", version.fingerprint, ""
+    batch, parent = version.meta.get("batch_id"), version.meta.get("parent_fingerprint")
+    manifest = manifest_path(project, batch) if batch else None
+    if parent and manifest is not None and manifest.exists():
+        return "oracle", parent, Manifest.read(manifest).sha256
+    return "oracle", version.fingerprint, f"erased:{version.meta['erased']}"
+
+
+def oracle_of_current(project: Project, version: DatasetVersion, train: bool = True) -> TrainedModel | None:
+    """The oracle of every erasure up to ``version``, reusing the equal cached model (see :func:`_oracle_key`).
+
+    With ``train=False`` it returns None instead of training when nothing equal is cached.
+    """
+    role, fingerprint, excluded = _oracle_key(project, version)
+    name, config = arch(project, version)
+    if not train and not is_cached(role, fingerprint, excluded, name, config, recipe(project), project.params.seed,
+                                   project.oracle_dir):
+        return None
+    return train_cached(role, version.sample_set(split="train"), fingerprint, excluded, name, config, recipe(project),
+                        project.params.seed, project.oracle_dir, project.params.train.device,
+                        project.params.train.progress, project.params.train.deterministic)
+
+
+def write_oracle(project: Project, train: bool = True) -> tuple[DatasetVersion, dict[str, Any]] | None:
+    """Write the current version's oracle as ``models/oracle.pt`` and ``models/oracle.json`` (the
+    ``train_oracle`` stage's outputs); returns the version and what the JSON holds.
+
+    With ``train=False`` it writes only a cached oracle and returns None when there is none.
+    """
     import json
 
     from forgetflow.models import save_checkpoint
@@ -118,7 +160,9 @@ def write_oracle(project: Project) -> tuple[DatasetVersion, dict[str, Any]]:
     from forgetflow.training import accuracy
 
     version = current_version(project, create=False)
-    trained = retrain_current(project, version)
+    trained = oracle_of_current(project, version, train)
+    if trained is None:
+        return None
     save_checkpoint(trained.model, project.models_dir / "oracle.pt")
     device = resolve_device(project.params.train.device)
     info = {"key": trained.key, "cached": trained.cached, "train_seconds": trained.seconds,
@@ -265,7 +309,7 @@ def unlearn(project: Project, model: nn.Module, splits: Splits, version: Dataset
     reference = clone(model)
     done = []
     total = 0.0
-    for phase in phases:
+    for i, phase in enumerate(phases):
         spec = METHODS.get(phase.method)
         cfg = phase_config(project, phase, overrides)
         applied = spec.applied_preset(phase.preset)
@@ -274,8 +318,10 @@ def unlearn(project: Project, model: nn.Module, splits: Splits, version: Dataset
         rows = version.table[version.table["sample_id"].isin(phase.forget_ids)].sort_values("sample_id")
         forget = version.sample_set(rows)
         data = data_for(spec, forget, splits.retain, splits.num_classes, recipe(project))
+        # several phases report the same keys (unlearn/loss ...): name each phase's curves apart
+        phase_run = run if len(phases) == 1 else replace(run, report_fn=_prefixed(run.report_fn, f"phase{i + 1}/"))
         start = time.perf_counter()
-        model = spec.unlearn(model, data, cfg, run)
+        model = spec.unlearn(model, data, cfg, phase_run)
         seconds = time.perf_counter() - start
         total += seconds
         if not same_architecture(model, reference):
@@ -306,6 +352,8 @@ def cost_estimate(project: Project, model: nn.Module, splits: Splits, phases: Se
     unlearn_seconds = sum(p.seconds for p in predictions)
     return {"seconds_per_pass": speed, "unlearn_seconds": unlearn_seconds, "retrain_seconds": retrain * speed,
             "phases": [p.as_dict() for p in predictions]}
+def _prefixed(report: Reporter, prefix: str) -> Reporter:
+    return lambda key, value, step: report(prefix + key, value, step)
 
 
 def splits_for(version: DatasetVersion, manifest: Manifest) -> Splits:

@@ -28,6 +28,21 @@ def _no_report(key: str, value: float, step: int) -> None:
     return None
 
 
+class StepLog:
+    """A reporter that keeps every reported ``(key, value, step)``.
+
+    Training and unlearning run before their MLflow run exists (the run is logged with the finished model),
+    so a task hands one of these to ``RunContext.create`` and logs ``records`` once the run is there
+    (``tasks/tracking.py: log_steps``).
+    """
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, float, int]] = []
+
+    def __call__(self, key: str, value: float, step: int) -> None:
+        self.records.append((key, float(value), int(step)))
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when present, else CPU; asking for CUDA without one is an error."""
     if device == "auto":

@@ -108,7 +108,7 @@ def full_class(version: DatasetVersion, seed: int, label: int | None = None) -> 
     return ScenarioTask("full-class", version, ids, "privacy", {"label": cls})
 
 
-# ---- corrupted data (REM's task space, methods.md §1.5) ------------------------------------------------
+# ---- corrupted data (REM's task space: Schoepf et al., arXiv 2505.17730, and its official code) -------
 REGULARITIES = ("random-swap", "inter-class", "backdoor")
 PATCH = 3  # side of the backdoor trigger, bottom-right corner
 POISON_LABEL = 0  # label every triggered sample is given
@@ -125,7 +125,7 @@ def corrupted(
 ) -> ScenarioTask:
     """Corrupt ``size`` training samples *before* training; the forget set is the discovered fraction of them.
 
-    ``regularity`` (methods.md §1.5): ``random-swap`` gives each chosen sample the label ``(y + r) % K`` with
+    ``regularity`` (REM's three kinds): ``random-swap`` gives each chosen sample the label ``(y + r) % K`` with
     ``r`` uniform in 1..K-1; ``inter-class`` relabels ``size/2`` samples of class A as B and ``size/2`` of B as
     A (``pair``; default (0, 6), T-shirt/top and shirt on Fashion-MNIST, the pair its classifiers confuse
     most, as the paper's cat/dog is on CIFAR-10); ``backdoor`` sets a 3x3 bottom-right patch to the
@@ -203,7 +203,7 @@ def corrupted(
 
 
 def _corruption_metrics(corrupted_ids: list[str], clean: dict[str, int], forget_ids: list[str]):
-    """REM's scores of a model (methods.md §1.5), in percent points.
+    """REM's scores of a model (Healed and Utility, as the REM paper defines them), in percent points.
 
     ``healed``: accuracy on every corrupted training sample (discovered or not; triggers kept on the image)
     against its clean label; ``healed_undiscovered``: the same on the undiscovered ones only (NaN at

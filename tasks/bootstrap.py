@@ -14,7 +14,7 @@ from forgetflow.metrics import evaluate_model
 from forgetflow.models import save_checkpoint
 from forgetflow.policy import FULL_RETRAIN_METRIC
 from forgetflow.project import Project
-from forgetflow.runtime import resolve_device
+from forgetflow.runtime import StepLog, resolve_device
 from tasks import tracking, versioning
 from tasks.claims import ledger
 
@@ -47,7 +47,8 @@ def train_and_register(project: Project, force: bool = False) -> OriginalInfo:
     if current is not None and not force:
         info = tracking.version_info(project, current)
         return OriginalInfo(current, info["run_id"], tracking.run_metrics(project, info["run_id"]), 0.0, True, True)
-    trained = pipeline.train_original(project, version)
+    steps = StepLog()
+    trained = pipeline.train_original(project, version, report=steps)
     save_checkpoint(trained.model, project.models_dir / "original.pt")
     device = resolve_device(project.params.train.device)
     test = version.sample_set(split="test")
@@ -65,6 +66,7 @@ def train_and_register(project: Project, force: bool = False) -> OriginalInfo:
             "git_commit": str(versioning.git_commit_id(project.root) or ""), "cache_key": trained.key}
     run_id, mv = tracking.log_model_run(project, trained.model, "original", params, metrics, tags,
                                         {"reports/params.resolved.json": project.params.model_dump(mode="json")})
+    tracking.log_steps(project, run_id, steps.records)  # the training curve (empty when the model came from the cache)
     tracking.move_alias(project, ledger(project), tracking.CHAMPION, mv, "original model trained", "forgetflow train")
     # the cost gate's yardstick: every full training of the serving recipe is recorded (forgetflow.policy)
     ledger(project).record_quality(f"train-v{mv}", mv, {FULL_RETRAIN_METRIC: trained.seconds})

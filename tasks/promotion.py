@@ -1,10 +1,10 @@
 """Registry tasks: register a candidate as ``challenger``, judge it with the gates, plan and carry out its
-promotion; and, on request, promote, roll back and show the history (the CLI and the promotion flow call the
-plain functions below the tasks).
+promotion; and the promotion of a named version (the promotion flow and ``forgetflow promote``).
 
-Rules that hold on every path: a version that still holds erased data (``forgetflow.lineage``) never becomes
-champion, neither by promotion nor by rollback; every alias move is recorded in the ledger with time, reason
-and who moved it.
+The rules themselves (what may become champion, what is recorded) are pure functions in
+``forgetflow/promotion_rules.py``; these tasks read the registry, the ledger and the lineage, apply them and
+move the alias. Every alias move is recorded in the ledger with time, reason and who moved it. Rolling back,
+the history and answering a paused promotion run are person-facing operations in ``flows/promotion.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from forgetflow import faults, lineage, policy
+from forgetflow import faults, policy
+from forgetflow import promotion_rules as rules
 from forgetflow.errors import PromotionRefused
 from forgetflow.gates import GateInputs, all_passed, evaluate_gates, failed, summary
 from forgetflow.models import load_checkpoint
@@ -121,6 +122,7 @@ def register_candidate(project: Project, batch_id: str, resolved: ResolvedBatch,
         files["reports/evidence"] = project.root / evidence.path
     run_name = f"batch-{batch_id}" + ("-retrain" if role == "retrain" else "")
     run_id, version = tracking.log_model_run(project, model, run_name, params, metrics, tags, documents, files)
+    tracking.log_steps(project, run_id, candidate.steps)
     faults.kill_point("register")  # drill: the version is registered, the challenger alias not yet moved
     what = "retrained model" if role == "retrain" else "unlearned model"
     previous = tracking.move_alias(project, ledger(project), tracking.CHALLENGER, version,
@@ -199,7 +201,7 @@ def announce_awaiting(project: Project, batch_id: str | None, version: str, verd
         return False
 
 
-# ---- on request: promote, roll back, history ----------------------------------------------------
+# ---- on request: the promotion flow and `forgetflow promote` ------------------------------------
 def recheck(project: Project, version: str) -> dict[str, Any]:
     """The gates of ``version`` again, with today's params.yaml, from the metrics its run logged."""
     info = tracking.version_info(project, version)
@@ -228,38 +230,32 @@ def recheck(project: Project, version: str) -> dict[str, Any]:
             "failed": failed(verdicts), "summary": summary(verdicts)}
 
 
-def _require_version(project: Project, version: str) -> dict[str, Any]:
-    known = {v["version"]: v for v in tracking.versions(project)}
-    if version not in known:
-        raise PromotionRefused(f"model version {version} is not in registry {project.params.tracking.model_name!r} "
-                               f"(versions: {', '.join(known) or 'none'})")
-    return known[version]
-
-
-def _refuse_if_holding(project: Project, version: str, doing: str) -> None:
-    known = lineage_tasks.records(project)
-    held = lineage.held(version, known, lineage_tasks.erasures(project))
-    if held:
-        clean = [v for v in lineage_tasks.clean_versions(project)]
-        more = f" and {len(held) - 1} later batch(es)" if len(held) > 1 else ""
-        raise PromotionRefused(
-            f"version {version} still holds data erased by batch {held[0]}{more}: {doing} refused "
-            f"(versions free of erased data: {', '.join(clean) or 'none; `forgetflow audit` retrains one'})"
-            + _purged_note(project, version))
-    _refuse_if_purged(project, version, doing)
-
-
-def _purged_note(project: Project, version: str) -> str:
+def purged_note(project: Project, version: str) -> str:
     """``; its weights were purged …`` when the purge deleted them (purge.models), else empty."""
     when = tracking.version_weights_purged(project, version)
     return f"; its weights were purged {when}, so it can never serve again (docs/erasure.md)" if when else ""
 
 
-def _refuse_if_purged(project: Project, version: str, doing: str) -> None:
+def refuse_if_purged(project: Project, version: str, doing: str) -> None:
     """A version whose weights the purge deleted can never serve again, whatever its lineage says now."""
-    note = _purged_note(project, version)
+    note = purged_note(project, version)
     if note:
         raise PromotionRefused(f"version {version}: {doing} refused{note}")
+
+
+def promotable(project: Project, version: str | None) -> str:
+    """The version to promote (default: the challenger), after :func:`promotion_rules.check_promotable` and the
+    purge's record (a version whose weights were purged never serves again)."""
+    version = rules.target(version, tracking.alias_version(project, tracking.CHALLENGER))
+    rules.require_known(version, [v["version"] for v in tracking.versions(project)], project.params.tracking.model_name)
+    held = lineage_tasks.holds(project, version)
+    try:
+        rules.check_promotable(version, tracking.alias_version(project, tracking.CHAMPION), held,
+                               lineage_tasks.clean_versions(project) if held else [])
+    except PromotionRefused as exc:
+        raise PromotionRefused(f"{exc}{purged_note(project, version)}") from None
+    refuse_if_purged(project, version, "promotion")
+    return version
 
 
 def promote_version(project: Project, version: str | None, reason: str, by: str, override: bool = False,
@@ -269,125 +265,21 @@ def promote_version(project: Project, version: str | None, reason: str, by: str,
     A version holding erased data is always refused. Failing gates refuse it unless ``override``, which is
     recorded with who and why. Returns what happened (from, to, gates, override).
     """
-    if not reason or not reason.strip():
-        raise PromotionRefused("a reason is required (--reason \"...\"); it is recorded in the alias history")
-    if version is None:
-        version = tracking.alias_version(project, tracking.CHALLENGER)
-        if version is None:
-            raise PromotionRefused("no challenger to promote; name a version")
-    version = str(version)
-    _require_version(project, version)
-    champion = tracking.alias_version(project, tracking.CHAMPION)
-    if champion == version:
-        raise PromotionRefused(f"version {version} is already champion")
-    _refuse_if_holding(project, version, "promotion")
+    rules.require_reason(reason)
+    version = promotable(project, version)
     checked = recheck(project, version)
-    overridden = False
-    if not checked["passed"] and not checked["exact"]:
-        if not override:
-            raise PromotionRefused(f"version {version} fails the gate(s) {', '.join(checked['failed'])} "
-                                   f"({checked['summary']}); pass --override with --reason to promote it anyway")
-        overridden = True
-    note = f"override of failed gates {', '.join(checked['failed'])}: {reason}" if overridden else reason
-    if checked["gates"] and not overridden:
-        note += f" ({checked['summary']})"
+    overridden = rules.gates_overridden(version, checked, override)
+    note = rules.promotion_note(reason, checked, overridden)
     previous = tracking.move_alias(project, ledger(project), tracking.CHAMPION, version, note, by, batch_id)
     tracking.set_version_tags(project, version, {PROMOTION_TAG: "promoted (override)" if overridden else "promoted"})
     return {"from": previous, "to": version, "reason": note, "actor": by, "override": overridden,
             "gates": checked["gates"], "exact": checked["exact"]}
 
 
-def former_champions(project: Project) -> list[str]:
-    """Versions that were champion before the current one, most recent first (each once)."""
-    name = project.params.tracking.model_name
-    current = tracking.alias_version(project, tracking.CHAMPION)
-    out: list[str] = []
-    for move in reversed(ledger(project).alias_history(name)):
-        if move["alias"] != tracking.CHAMPION:
-            continue
-        for v in (move["from_version"], move["to_version"]):
-            if v and v != current and v not in out:
-                out.append(v)
-    return out
-
-
-def rollback(project: Project, to: str | None, reason: str, by: str) -> dict[str, Any]:
-    """Move ``champion`` back to a former champion (default: the previous one), never to one holding erased data."""
-    if not reason or not reason.strip():
-        raise PromotionRefused("a reason is required (--reason \"...\"); it is recorded in the alias history")
-    current = tracking.require_champion(project)
-    former = former_champions(project)
-    if to is None:
-        if not former:
-            raise PromotionRefused(f"version {current} is the only champion there has been: nothing to roll back to")
-        target = former[0]
-    else:
-        target = str(to)
-        _require_version(project, target)
-        if target == current:
-            raise PromotionRefused(f"version {target} is already champion")
-        if target not in former:
-            raise PromotionRefused(f"version {target} was never champion: use `forgetflow promote {target}` "
-                                   "(which checks its gates) instead of a rollback")
-    known = lineage_tasks.records(project)
-    gone = lineage_tasks.erasures(project)
-    held = lineage.held(target, known, gone)
-    if held:
-        offer = [v for v in former if not lineage.held(v, known, gone)]
-        more = f" and {len(held) - 1} later batch(es)" if len(held) > 1 else ""
-        raise PromotionRefused(
-            f"version {target} still holds data erased by batch {held[0]}{more}: rollback refused "
-            f"(former champions free of erased data: {', '.join(offer) or 'none; `forgetflow audit` retrains one'})"
-            + _purged_note(project, target))
-    _refuse_if_purged(project, target, "rollback")
-    previous = tracking.move_alias(project, ledger(project), tracking.CHAMPION, target, f"rollback: {reason}", by)
-    tracking.set_version_tags(project, target, {PROMOTION_TAG: "rolled back to"})
-    return {"from": previous, "to": target, "reason": f"rollback: {reason}", "actor": by}
-
-
-def history(project: Project) -> dict[str, Any]:
-    """Every alias move and every supersession, oldest first, plus each version's lineage state."""
-    name = project.params.tracking.model_name
-    book = ledger(project)
-    events: list[dict[str, Any]] = []
-    for m in book.alias_history(name):
-        events.append({"at": m["at"], "kind": "alias", "alias": m["alias"], "from_version": m["from_version"],
-                       "to_version": m["to_version"], "reason": m["reason"], "actor": m["actor"],
-                       "batch_id": m["batch_id"]})
-    for s in book.superseded(name):
-        events.append({"at": s["at"], "kind": "superseded", "version": s["version"],
-                       "erased_by_batch": s["erased_by_batch"], "reason": s["reason"],
-                       "actor": f"{s['recorded_in']}" if s["recorded_in"] else "forgetflow",
-                       "batch_id": s["recorded_in"]})
-    events.sort(key=lambda e: e["at"])
-    known = lineage_tasks.records(project)
-    gone = lineage_tasks.erasures(project)
-    champion = tracking.alias_version(project, tracking.CHAMPION)
-    challenger = tracking.alias_version(project, tracking.CHALLENGER)
-    versions = []
-    for v in tracking.versions(project):  # (registry searches do not return aliases: ask for each alias)
-        held = lineage.held(v["version"], known, gone)
-        aliases = [a for a, at in ((tracking.CHAMPION, champion), (tracking.CHALLENGER, challenger)) if at == v["version"]]
-        versions.append({"version": v["version"], "role": v["tags"].get("forgetflow.role", "unknown"),
-                         "batch_id": v["tags"].get("batch_id"), "aliases": aliases,
-                         "gates": v["tags"].get("gates"), "promotion": v["tags"].get(PROMOTION_TAG),
-                         "superseded_by": v["tags"].get("forgetflow.superseded_by"), "holds_erased_data_of": held})
-    return {"model_name": name, "champion": champion, "challenger": challenger, "events": events, "versions": versions}
-
-
 @task(name="check-promotable", cache_policy=NO_CACHE)
 def check_promotable(project: Project, version: str | None) -> dict[str, Any]:
     """Resolve the version (default: the challenger), refuse one that holds erased data, re-check its gates."""
-    if version is None:
-        version = tracking.alias_version(project, tracking.CHALLENGER)
-        if version is None:
-            raise PromotionRefused("no challenger to promote; name a version")
-    version = str(version)
-    _require_version(project, version)
-    if tracking.alias_version(project, tracking.CHAMPION) == version:
-        raise PromotionRefused(f"version {version} is already champion")
-    _refuse_if_holding(project, version, "promotion")
-    return recheck(project, version)
+    return recheck(project, promotable(project, version))
 
 
 @task(name="promote-version", cache_policy=NO_CACHE)
@@ -400,31 +292,3 @@ def promote_task(project: Project, version: str, reason: str, by: str, override:
 def reject_version(project: Project, version: str, reason: str, by: str) -> None:
     """A person declined the promotion: record it on the version (tag ``forgetflow.promotion``)."""
     tracking.set_version_tags(project, version, {PROMOTION_TAG: f"declined by {by}: {reason}"[:4900]})
-
-
-def answer_paused_run(flow_run: str, approve: bool, reason: str, by: str, override: bool = False) -> str:
-    """Resume a paused promotion flow run with a person's answer (``forgetflow approve``); returns the API URL.
-
-    Raises PromotionRefused with one line when there is no server, no such run, or nothing paused.
-    """
-    import uuid
-
-    from prefect.exceptions import ObjectNotFound, PrefectException
-    from prefect.flow_runs import resume_flow_run
-    from prefect.settings import get_current_settings
-
-    try:
-        run_id = uuid.UUID(flow_run)
-    except ValueError:
-        raise PromotionRefused(f"{flow_run!r} is not a flow run id") from None
-    api = get_current_settings().api.url
-    if not api:
-        raise PromotionRefused("PREFECT_API_URL is not set: a paused flow run lives on a Prefect server "
-                               "(`forgetflow promote VERSION --reason ...` works without one)")
-    try:
-        resume_flow_run(run_id, run_input={"approve": approve, "approver": by, "reason": reason, "override": override})
-    except ObjectNotFound:
-        raise PromotionRefused(f"flow run {flow_run} does not exist on the Prefect server at {api}") from None
-    except (PrefectException, RuntimeError) as exc:  # not paused, timed out, input rejected
-        raise PromotionRefused(f"flow run {flow_run}: {exc}") from None
-    return api

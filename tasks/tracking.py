@@ -234,6 +234,20 @@ def log_run_file(project: Project, run_id: str, path: Path, artifact_path: str |
     client(project).log_artifact(run_id, str(path), artifact_path=artifact_path)
 
 
+def log_steps(project: Project, run_id: str, steps: list[tuple[str, float, int]]) -> None:
+    """Attach step metrics (a training or unlearning curve: ``RunContext.report`` calls kept by a ``StepLog``)
+    to an existing run, in chunks of 1000 (the most MLflow takes in one request)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, value, now, step) for key, value, step in steps]
+    c = client(project)
+    for start in range(0, len(metrics), 1000):
+        c.log_batch(run_id, metrics=metrics[start:start + 1000])
+
+
 def log_run(project: Project, run_name: str, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str],
             files: dict[str, Path] | None = None) -> str:
     """A run without a model (an oracle audit that replaced nothing); returns its id."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -21,7 +21,7 @@ from forgetflow.gpu_slots import gpu_slot
 from forgetflow.ledger import lease
 from forgetflow.models import save_checkpoint
 from forgetflow.project import Project
-from forgetflow.runtime import RunContext
+from forgetflow.runtime import RunContext, StepLog
 from tasks import tracking
 
 GPU_TAG = "gpu"
@@ -37,6 +37,7 @@ class Candidate:
     phases: list[dict[str, Any]]
     champion_version: str
     run: dict[str, Any]
+    steps: list[tuple[str, float, int]] = field(default_factory=list)  # the methods' curves, for the batch's run
 
     @property
     def method(self) -> str:
@@ -78,11 +79,13 @@ def unlearn_candidate(project: Project, batch_id: str, manifest_path: str, metho
     manifest = pipeline.Manifest.read(project.root / manifest_path)
     splits = pipeline.splits_for(version, manifest)
     champion = tracking.require_champion(project)
-    run = RunContext.create(project.params.seed, project.params.train.device, project.params.train.deterministic)
+    steps = StepLog()
+    run = RunContext.create(project.params.seed, project.params.train.device, project.params.train.deterministic,
+                            report=steps)
     model = tracking.load_version_model(project, champion, str(run.device))
     phases = pipeline.plan_phases(project, version, manifest, method)
     outcome = pipeline.unlearn(project, model, splits, version, phases, overrides, run)
     path = project.state_dir / "candidates" / f"{batch_id}.pt"
     save_checkpoint(outcome.model, path)
     faults.kill_point("unlearn")  # drill: dies holding the GPU slot, with the candidate written
-    return Candidate(str(path), outcome.seconds, outcome.phases, champion, run.describe())
+    return Candidate(str(path), outcome.seconds, outcome.phases, champion, run.describe(), steps.records)

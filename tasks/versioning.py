@@ -4,6 +4,12 @@ The project folder is the DVC repository. ``data/`` (current dataset version + f
 ``data.dvc`` and pushed to the remote named in params.yaml after every new version; a failed batch restores
 the previous ``data.dvc`` and checks its content back out from the cache. DVC's console hints go to stderr
 so that ``--json`` output stays clean.
+
+The stages of ``dvc.yaml`` (prepare, train_original, train_oracle) run through :func:`reproduce`, so that
+``dvc.lock`` records them; after a batch, :func:`record_pipeline` records what the batch itself changed
+(it stripped erased samples from the prepared version and made a new current version whose oracle it
+trained), so that ``dvc status`` stays clean and ``dvc repro`` redoes nothing until code, params or the
+raw data change.
 """
 
 from __future__ import annotations
@@ -61,6 +67,73 @@ def ensure_repo(project: Project) -> None:
         if "://" not in url:
             Path(url).mkdir(parents=True, exist_ok=True)
         repo.close()
+
+
+@contextlib.contextmanager
+def _stage_path() -> Iterator[None]:
+    """Stage commands call ``forgetflow``: the one installed beside this interpreter, whatever PATH says."""
+    saved = os.environ.get("PATH", "")
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), saved])
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = saved
+
+
+def has_pipeline(project: Project) -> bool:
+    return project.params.versioning.enabled and (project.root / "dvc.yaml").exists()
+
+
+def reproduce(project: Project) -> list[str]:
+    """``dvc repro``: run the stages of dvc.yaml whose code, params or data changed; returns those that ran."""
+    ensure_repo(project)
+    # DVC resolves targets and names stages relative to the working directory: run it from the project
+    with _quiet(), _stage_path(), contextlib.chdir(project.root):
+        repo = _repo(project)
+        try:
+            ran = repo.reproduce()
+        finally:
+            repo.close()
+    return [stage.addressing for stage in ran]
+
+
+def pipeline_status(project: Project) -> dict[str, Any]:
+    """``dvc status`` of the project (stages and data.dvc): empty when everything is up to date."""
+    with _quiet(), contextlib.chdir(project.root):
+        repo = _repo(project)
+        try:
+            return repo.status()
+        finally:
+            repo.close()
+
+
+def record_pipeline(project: Project) -> list[str]:
+    """After a batch, record in dvc.lock what the batch changed itself; returns the stages recorded.
+
+    * ``prepare``: the purge stripped the erased samples from its output, which is what the stage now makes
+      (``forgetflow data prepare`` leaves out erased samples too);
+    * ``train_original``: its input lost those samples; that is no reason to train a new original and make it
+      champion (the batch unlearned them; the oracle audit retrains), so the original stays recorded;
+    * ``train_oracle``: the batch's oracle was trained on exactly the new version's training samples, so it
+      is written as the stage's output, when it is cached (else the stage stays to be reproduced).
+
+    Nothing happens in a project whose pipeline never ran (no dvc.lock).
+    """
+    from forgetflow import pipeline
+
+    if not has_pipeline(project) or not (project.root / "dvc.lock").exists():
+        return []
+    stages = ["prepare", "train_original"]
+    if pipeline.write_oracle(project, train=False) is not None:
+        stages.append("train_oracle")
+    with _quiet(), contextlib.chdir(project.root):
+        repo = _repo(project)
+        try:
+            for stage in stages:
+                repo.commit(stage, force=True)
+        finally:
+            repo.close()
+    return stages
 
 
 def dvc_file(project: Project) -> Path:
@@ -258,7 +331,9 @@ def status(project: Project) -> dict[str, Any]:
 def _git_commit(project: Project, message: str) -> None:
     rel = dvc_file(project).relative_to(project.root)
     try:
-        subprocess.run(["git", "add", str(rel), ".gitignore"], cwd=project.root, check=True, capture_output=True)
+        # --force: the forgetflow checkout ignores data.dvc (per-deployment state); this deployment commits it
+        subprocess.run(["git", "add", "--force", str(rel), ".gitignore"], cwd=project.root, check=True,
+                       capture_output=True)
         subprocess.run(["git", "commit", "-m", message, "--", str(rel), ".gitignore"], cwd=project.root,
                        check=True, capture_output=True)
     except subprocess.CalledProcessError as exc:

@@ -62,9 +62,14 @@ def demo() -> None:
     from forgetflow.ledger import read_csv
 
     proj = project()
-    from tasks import bootstrap
+    from tasks import bootstrap, versioning
 
     say = lambda text: typer.echo(f"==> {text}", err=True)  # noqa: E731
+    if versioning.has_pipeline(proj):  # through dvc.yaml's stages, so that dvc.lock records them
+        say(f"dvc repro: prepare {proj.params.data.dataset} version 1, train the original ({proj.params.train.epochs} "
+            "epochs) and register it as champion, its oracle — each stage only if its code, params or data changed")
+        ran = versioning.reproduce(proj)
+        say(f"stages run: {', '.join(ran) or 'none (dvc.lock is up to date)'}")
     say(f"dataset {proj.params.data.dataset}: preparing version 1 (or reusing it)")
     version = bootstrap.ensure_data(proj)
     say(f"original model: training and registering as champion (or reusing it) — {proj.params.train.epochs} epochs")

@@ -33,9 +33,10 @@ def approve(
 ) -> None:
     """Answer a promotion flow run that waits for approval (needs the Prefect server: PREFECT_API_URL)."""
     project()
-    from tasks import promotion
+    from flows import promotion
+    from tasks.promotion import actor
 
-    promotion.answer_paused_run(flow_run, not decline, reason, promotion.actor("forgetflow approve"), override)
+    promotion.answer_paused_run(flow_run, not decline, reason, actor("forgetflow approve"), override)
     typer.echo(f"flow run {flow_run}: {'declined' if decline else 'approved'}; the run moves the alias and records it")
 
 
@@ -46,19 +47,20 @@ def rollback(
 ) -> None:
     """Give `champion` back to a former champion; refused for any model that holds erased data."""
     proj = project()
-    from tasks import promotion
+    from flows import promotion
+    from tasks.promotion import actor
 
     with stdout_to_stderr(as_json):
-        done = promotion.rollback(proj, to, reason, promotion.actor("forgetflow rollback"))
+        done = promotion.rollback(proj, to, reason, actor("forgetflow rollback"))
     emit(done, as_json, lambda d: f"champion: version {d['from']} -> {d['to']}; recorded: {d['reason']}")
 
 
 def history(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """Every alias move (time, reason, who) and every superseded model, oldest first."""
     proj = project()
-    from tasks import promotion
-
     with stdout_to_stderr(as_json):
+        from flows import promotion
+
         info = promotion.history(proj)
     emit(info, as_json, render_history)
 

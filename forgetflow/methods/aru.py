@@ -7,7 +7,7 @@ Needs: forget (attack and mask) + retain (fine-tuning after the reset).
 
 What the paper's readable text fixes [P]: adversarial noise on the forget set produces a parameter mask;
 masked parameters (convolutional filters [S]) are re-initialised; the network is then fine-tuned on the
-retain data [S]. Everything else is a RECONSTRUCTION [R] (docs/methods/aru.md); our choices and why:
+retain data [S]. Everything else is a RECONSTRUCTION [R] (docs/methods/aru.md measures each choice); our choices and why:
 
 1. Attack. PGD-L-inf on each forget sample against the *original* model in eval mode: ``steps`` signed
    gradient steps of size ``step_size`` inside an ``epsilon`` ball, random start drawn from
@@ -111,7 +111,7 @@ def _cost(cfg: AruConfig, sizes) -> float:
 @register_method("aru", needs=Needs.FORGET | Needs.RETAIN, config=AruConfig,
                  paper="Jung et al., arXiv 2401.08998 (2024)", kind="paper", cost=_cost,
                  search_space={"mask_ratio": [0.05, 0.1, 0.2, 0.3], "min_steps": [40, 120], "lr": [0.01, 0.03]},
-                 search_basis="mask ratio: the spec's sweep {0.05, 0.1, 0.2, 0.3}; lr: the MUFAC fine-tuning "
+                 search_basis="mask ratio: the sweep of docs/methods/aru.md {0.05, 0.1, 0.2, 0.3}; lr: the MUFAC fine-tuning "
                               "range 0.01 and up; the repair floor: a few dozen steps, and three times that")
 def unlearn(model: nn.Module, data: UnlearnData, cfg: AruConfig, run: RunContext) -> nn.Module:
     """PGD on the forget set, reset the top-rho most forget-salient filters, fine-tune on the retain set."""

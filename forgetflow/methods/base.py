@@ -220,7 +220,7 @@ def register_method(
 ) -> Callable[[UnlearnFn], UnlearnFn]:
     """Decorator: register an unlearning function with its contract, declared search space and cost model.
 
-    ``search_basis`` says what the space was declared from (a paper's values, a spec's ranges), written before
+    ``search_basis`` says what the space was declared from (a paper's values, the ranges in docs/methods), written before
     any search or benchmark result was read; ``cost`` is the method's pure ``(cfg, sizes) -> sample passes``
     (``forgetflow.methods.cost``). The summary shown by ``forgetflow methods`` is the first line of the
     function's docstring.

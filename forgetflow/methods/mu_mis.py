@@ -4,7 +4,7 @@ Paper: Cheng, Huang, Zhou, He, Yang, Wu, Huang, "(Remaining-data-free) Machine U
 Sample Contribution", arXiv 2402.15109 (ICLR 2026); docs/methods/mu-mis.md. No official code was available.
 Needs: the forget set only (with its labels). The retain set is never read, not even for the stop rule.
 
-What the method does (from paper notes, [S]): for each forget sample (x, c) draw an irrelevant class
+What the method does (the paper, [S]): for each forget sample (x, c) draw an irrelevant class
 c' != c, uniformly, afresh every time the loss is computed, and minimise
 ``||d f_c / dx||^2 - ||d f_c' / dx||^2`` (squared L2 norm over all pixels, mean over the batch) with plain
 SGD on all weights. The gradient of that loss needs a double backward (``create_graph=True``). The model
@@ -12,7 +12,7 @@ stays in eval mode throughout, so BatchNorm uses its running statistics: samples
 gradient of the batch's summed logit with respect to the batch input is exactly the per-sample input
 gradient; the running statistics are never updated.
 
-Stop rule (the paper's Algorithm 1 as the notes describe it): track ``s_t`` = mean over forget samples of
+Stop rule (the paper's Algorithm 1, as we read it): track ``s_t`` = mean over forget samples of
 ``||d f_c' / dx||`` (not squared). The irrelevant-class sensitivity first *drops* and then *recovers*; stop
 at the first check where, after a real dip, ``s_t > delta * s_0``. A real dip: the running minimum of
 ``s_t`` has fallen to ``min(1 - min_dip, delta) * s_0`` or below. So for delta < 1 the rule fires at the first
@@ -34,7 +34,7 @@ Our choices where the published description is silent [R] (each measured in docs
   overshot; on Fashion-MNIST's 5,400-sample forget set the crossing falls inside the first epoch.
 * **Optimiser.** SGD with ``momentum`` (default 0.9, [R] sweep start) and no weight decay (the loss is
   the only force on the weights, as in the paper's update rule); a constant learning rate. Default lr 1e-4:
-  the spec's sweep starts at 1e-4 and its larger values diverged on Fashion-MNIST.
+  the sweep of docs/methods/mu-mis.md starts at 1e-4 and its larger values diverged on Fashion-MNIST.
 * **min_dip** (default 0.02): the statistic is deterministic (a fixed probe), so any fall is real, but a
   fall of a fraction of a percent is the first step's wobble rather than the dip the paper describes.
 * **Dynamic weighting (App. F.4, schedule not published).** Off by default. ``dynamic_weighting=True``
@@ -85,7 +85,7 @@ def _cost(cfg: MuMisConfig, sizes) -> float:
                  paper="Cheng et al., arXiv 2402.15109 (ICLR 2026)",
                  search_space={"lr": [1e-5, 3e-5, 1e-4], "forget_passes": [0.1, 0.5], "delta": [0.9, 1.0, 1.1],
                                "check_every": [1]},
-                 search_basis="delta: the spec's sweep {0.9, 1.0, 1.1}; lr: the spec's range moved a decade down "
+                 search_basis="delta: the sweep of docs/methods/mu-mis.md {0.9, 1.0, 1.1}; lr: that doc's range moved a decade down "
                               "because its values diverged to NaN weights on Fashion-MNIST (a stability limit, "
                               "not a score); the cap: a short and a half pass, the stop rule decides")
 def unlearn(model: nn.Module, data: UnlearnData, cfg: MuMisConfig, run: RunContext) -> nn.Module:

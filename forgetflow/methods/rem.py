@@ -2,12 +2,12 @@
 extra capacity, discard that capacity.
 
 Paper: Schoepf, Mozer, Mitchell, Brintrup, Kaissis, Kairouz, Triantafillou, "Redirection for Erasing Memory
-(REM)", arXiv 2505.17730 (ICLR 2026); algorithm as in the official code (google-deepmind/rem), read, not copied.
+(REM)", arXiv 2505.17730 (ICLR 2026); algorithm as in the official code (docs/methods/rem.md).
 Needs: the discovered corrupted set D_f (stored, corrupted labels / triggered images) and the whole training
 set D_train with stable sample uids (it holds the undiscovered corruption). D_r = D_train minus D_f (by uid)
 is used only for model selection; the repair pass runs over all of D_train.
 
-Loop, ``rounds`` times (the official code's ``REM.unlearn``); θ_o1 = the original parameters, θ_o2 = the added capacity:
+Loop, ``rounds`` times (as the official code does); θ_o1 = the original parameters, θ_o2 = the added capacity:
 1. flush: while Acc_θo1(D_f) > γ against the stored labels (at most ``max_flush_epochs``), one epoch over
    D_f minimising mean[-npo(CE_θo1, CE_ref)];
 2. repair + redirect: the round's share of the repair steps, batches drawn from D_train, each minimising
@@ -145,7 +145,8 @@ def unlearn(model: nn.Module, data: UnlearnData, cfg: RemConfig, run: RunContext
 
 
 def npo(ce: torch.Tensor, ce_ref: torch.Tensor, beta: float) -> torch.Tensor:
-    """NPO (Zhang et al. 2024) with per-sample CE, as REM's code: (2/β) log σ(β (CE - CE_ref)); minimise to fit, maximise to forget."""
+    """NPO (Zhang et al., arXiv 2404.05868) with per-sample CE, as REM uses it: (2/β) log σ(β (CE - CE_ref));
+    minimise to fit, maximise to forget."""
     return 2.0 / beta * F.logsigmoid(beta * (ce - ce_ref))
 
 

@@ -1,7 +1,7 @@
 """REM's extra capacity θ_o2 for an already trained model: widen, gate per sample, slice back.
 
-Our originals have no reserved channels (docs/methods/rem.md, the capacity row), so REM widens them.
-We widen each planned activation in place (the second option of §4(b)): its producer (a conv or linear
+Our originals have no reserved channels (the paper trains with them; docs/methods/rem.md), so REM widens them.
+We widen each planned activation in place (rather than retraining with reserved channels): its producer (a conv or linear
 layer, and the BatchNorm after it) gets ``ceil(ratio * C)`` new output units appended after the ``C``
 original ones, initialised like a fresh layer (PyTorch's default uniform bound 1/sqrt(fan_in), BN weight
 1, bias 0); its consumer gets the matching input columns, **zero** in the original output rows and random

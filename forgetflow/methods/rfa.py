@@ -1,7 +1,7 @@
 """RFA: residual feature alignment with LoRA — zero residuals on retained data, shifted ones on forget data.
 
 Paper: Qin, Zhu, Wang, Zhou, "Machine Unlearning on Pre-trained Models by Residual Feature Alignment Using
-LoRA", arXiv 2411.08443 (IEEE TDSC); docs/methods/rfa.md. No code was published and only the abstract could be
+LoRA", arXiv 2411.08443 (IEEE TDSC). No code was published and only the abstract could be
 read, so everything past the idea is a reconstruction [R], chosen here and measured in docs/methods/rfa.md.
 Needs: forget + retain.
 
@@ -29,9 +29,9 @@ Our reconstruction [R]:
   batch: KL(teacher || student) (``retain_output="kl"``, distillation: residuals that cancel downstream
   are allowed) or cross-entropy on the retain labels (``"ce"``, which also lets the model drop the
   teacher's mistakes toward a removed class).
-* **Forget shift** (``forget_shift``, the three options of docs/methods/rfa.md): ``hinge`` pushes the penultimate features of a
-  forget sample at least a margin away from the teacher's, ``max(0, m - mean_d (phi - phi_p)^2)``, with
-  ``m`` = ``margin_scale`` x the teacher's mean squared distance between retain class means (option 1; it
+* **Forget shift** (``forget_shift``; the paper says only that forget residuals shift): ``hinge`` pushes
+  the penultimate features of a forget sample at least a margin away from the teacher's,
+  ``max(0, m - mean_d (phi - phi_p)^2)``, with ``m`` = ``margin_scale`` x the teacher's mean squared distance between retain class means (option 1; it
   saturates, so the shift is bounded, but nothing says in which direction: the class may survive it);
   ``other-class`` pulls them onto the teacher features of a retain sample of another class from the paired
   retain batch (option 2); ``runner-up`` does the same with a retain sample of the class the teacher ranks
@@ -40,8 +40,9 @@ Our reconstruction [R]:
   ``uniform`` is KL(uniform || student) on the forget outputs (option 3).
 * **Optimiser.** AdamW on the LoRA weights only, constant ``lr``; one step per forget batch with a retain
   batch cycled alongside; the budget is the ``common`` rule, ``ceil(forget_passes * |D_f| / batch_size)``
-  steps, at least ``min_steps`` (so that small forget sets still get a usable budget). Student and
-  teacher stay in eval mode (BatchNorm statistics frozen, as the spec's edge cases require for conv-LoRA).
+  steps, at least ``min_steps`` (so that small forget sets still get a usable budget). Student and teacher
+  stay in eval mode (BatchNorm statistics frozen: in train mode, conv-LoRA would change the statistics the
+  merged model deploys with).
 * **Merge.** ``merge_and_unload`` folds ``W0 + (alpha / r) B A`` into the base weights, so the returned
   module is the original class with the original state_dict keys; every parameter is trainable again.
 """
@@ -77,7 +78,7 @@ class RfaConfig(ForgetBudget):
     output_weight: float = Field(1.0, ge=0, description="weight of the output-level retain term")
     retain_output: Literal["kl", "ce"] = Field("kl", description="retain output term: KL(teacher || student) or CE on labels")
     forget_shift: Literal["hinge", "other-class", "runner-up", "uniform"] = Field(
-        "hinge", description="forget-shift loss (see the module docstring)")
+        "hinge", description="forget-shift loss (see the module docstring and docs/methods/rfa.md)")
     forget_weight: float = Field(1.0, ge=0, description="lambda: weight of the forget-shift loss")
     margin_scale: float = Field(1.0, gt=0, description="hinge margin in units of the teacher's between-class distance")
 
@@ -92,7 +93,7 @@ def _cost(cfg: RfaConfig, sizes) -> float:
                  paper="Qin et al., arXiv 2411.08443 (IEEE TDSC)",
                  search_space={"rank": [4, 8, 16], "lr": [1e-4, 1e-3], "forget_weight": [0.1, 1.0],
                                "forget_shift": ["hinge", "other-class", "uniform"]},
-                 search_basis="the spec's reconstruction defaults, declared before any run: rank {4, 8, 16}, "
+                 search_basis="the reconstruction defaults of docs/methods/rfa.md, declared before any run: rank {4, 8, 16}, "
                               "lr 1e-4 to 1e-3, lambda {0.1, 1}, and its three forget-shift options")
 def unlearn(model: nn.Module, data: UnlearnData, cfg: RfaConfig, run: RunContext) -> nn.Module:
     """Train LoRA residuals to vanish on retain data and shift forget features; merge them into the weights."""

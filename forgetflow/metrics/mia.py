@@ -1,4 +1,4 @@
-"""Membership-inference attacks, each under the name of the convention it follows (methods.md §1.3).
+"""Membership-inference attacks, each under the name of the convention it follows (docs/reports.md names them in words).
 
 * ``svc-efficacy`` — SalUn's "MIA-Efficacy": an RBF SVC (C=3, gamma='auto') on the true-label softmax
   confidence, fitted on shadow members = the first n retain samples vs non-members = the first n test

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows import promotion as promotion_ops
 from flows.audit import oracle_audit
 from flows.deletion_batch import deletion_batch
 from flows.promotion import promotion
@@ -181,7 +182,7 @@ def test_retrain_decision_registers_an_exact_model_and_the_report_tells(digits_p
 
     # rollback cannot bring back the original: it holds the erased samples
     with pytest.raises(PromotionRefused, match="version 1 still holds data erased by batch"):
-        promoting.rollback(project, None, "undo the retrain", "tester")
+        promotion_ops.rollback(project, None, "undo the retrain", "tester")
 
     assert receipt_audit.verify_receipts(project).ok  # receipts link to the retrain's run and version
 

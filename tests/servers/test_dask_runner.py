@@ -1,6 +1,7 @@
 """flows/runners.py against real servers: a flow with mapped tasks on a local Dask cluster of worker
 processes, reporting to a real `prefect server start` (on PostgreSQL). Workers must share the flow's API
-(stack.md gotcha 19): the test checks that every task run reached that server from a worker process."""
+(docs/scale-out.md: otherwise each worker starts a temporary server of its own): the test checks that every
+task run reached that server from a worker process."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from forgetflow.data import DatasetVersion
 from forgetflow.errors import PromotionRefused
 from forgetflow.models import build_model
 from forgetflow.project import Project
+from flows import promotion as promotion_flow
 from tasks import benchmarking, promotion, purge, tracking, versioning
 from tests.tasks.test_purge import bare_hashes, independent_scan
 
@@ -178,4 +179,4 @@ def test_superseded_weights_are_deleted_and_that_version_never_serves_again(digi
                                                r"refused .*; its weights were purged 20.*, so it can never serve again"):
         promotion.promote_version(project, original, "try", "test", override=True)
     with pytest.raises(PromotionRefused, match=r"rollback refused .*; its weights were purged"):
-        promotion.rollback(project, None, "try", "test")
+        promotion_flow.rollback(project, None, "try", "test")

@@ -105,3 +105,33 @@ def test_nothing_logged_to_mlflow_carries_a_secret(tmp_path):
     doc = json.loads(resolved)
     assert doc["ledger"]["url"] == "postgresql://forgetflow:***@db.internal/ledger"
     assert doc["versioning"]["remote_options"] == {"endpointurl": "***", "secret_access_key": "***"}
+
+
+def test_training_and_unlearning_curves_reach_their_runs(digits_project):
+    """The original's training run holds its loss curve (one point per epoch); a StepLog handed to a method
+    ends up, step by step, on the run it is logged to (the batch's run does this in tasks/promotion.py)."""
+    from forgetflow import pipeline
+    from forgetflow.methods import METHODS
+    from forgetflow.runtime import RunContext, StepLog
+
+    project = digits_project
+    c = tracking.client(project)
+    run_id = tracking.version_info(project, tracking.alias_version(project, tracking.CHAMPION))["run_id"]
+    curve = c.get_metric_history(run_id, "original/loss")
+    assert [m.step for m in curve] == list(range(project.params.train.epochs))
+    assert curve[-1].value < curve[0].value
+
+    steps = StepLog()
+    version = pipeline.current_version(project)
+    model = tracking.load_version_model(project, "1")
+    forget = version.sample_set(version.rows("train").iloc[:20])
+    data = pipeline.data_for(METHODS.get("neggrad-plus"), forget, version.sample_set(split="train"), 10,
+                             pipeline.recipe(project))
+    METHODS.get("neggrad-plus").unlearn(model, data, METHODS.get("neggrad-plus").resolve(None, {"forget_passes": 0.1, "min_steps": 4}),
+                                        RunContext.create(0, "cpu", report=steps))
+    assert steps.records and all(key == "unlearn/loss" for key, _, _ in steps.records)
+    target = tracking.log_run(project, "steps", {}, {}, {})
+    more = [("unlearn/loss", 1.0 / step, step) for step in range(len(steps.records), 2500)]  # > one request (1000)
+    tracking.log_steps(project, target, steps.records + more)
+    logged = c.get_metric_history(target, "unlearn/loss")
+    assert sorted((m.step, m.value) for m in logged) == [(step, value) for _, value, step in steps.records + more]

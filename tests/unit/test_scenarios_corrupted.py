@@ -1,4 +1,5 @@
-"""The ``corrupted`` scenario builds exactly the corruptions of methods.md §1.5 and scores Healed/Utility."""
+"""The ``corrupted`` scenario builds exactly REM's corruptions (Schoepf et al., arXiv 2505.17730;
+docs/methods/rem.md) and scores Healed/Utility."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ def test_avg_gap_both_conventions():
     oracle = {"forget_acc": 92, "retain_acc": 98, "test_acc": 92, "mia_efficacy": 15}
     assert avg_gap(unlearned, oracle) == pytest.approx((2 + 1 + 0 + 5) / 4)
     assert avg_gap(unlearned, oracle, ("retain_acc", "forget_acc", "test_acc")) == pytest.approx(1.0)
-    # methods.md's check of MU-Mis's CIFAR-100 number
+    # the MU-Mis paper's CIFAR-100 row (Cheng et al., arXiv 2402.15109): avg gap over RA, FA, TA
     assert avg_gap({"retain_acc": 76.42, "forget_acc": 0, "test_acc": 75.64},
                    {"retain_acc": 76.52, "forget_acc": 0, "test_acc": 75.76},
                    ("retain_acc", "forget_acc", "test_acc")) == pytest.approx(0.0733, abs=1e-3)
@@ -35,7 +35,8 @@ def test_divergences_by_hand():
 
 
 def test_nomus_matches_the_mufac_readme():
-    # methods.md §2.3: Original, (0.5951 + 1 - 2 * 0.2136) / 2 = 0.5839 (the README's MIA column is |acc - 0.5|)
+    # MUFAC README (ndb796/MachineUnlearning), Original: (0.5951 + 1 - 2 * 0.2136) / 2 = 0.5839
+    # (the README's MIA column is |acc - 0.5|)
     assert nomus(0.5951, 0.5 + 0.2136) == pytest.approx(0.5839, abs=1e-4)
 
 
