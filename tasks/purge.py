@@ -283,6 +283,49 @@ def _rel(project: Project, path: Path) -> str:
         return str(path)
 
 
+SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def _read_object(path: Path) -> bytes | None:
+    """A file's bytes for the scan; a SQLite database's through SQLite itself; None for its WAL/journal files.
+
+    Never ``open()`` a SQLite database this process may have open (the ledger, MLflow's store, DVC's indexes):
+    closing any descriptor of the file drops every POSIX lock the process holds on it, another process then
+    takes itself for the last user, checkpoints and deletes the WAL under the open connections, and later
+    writes are lost ("disk I/O error"). SQLite's own connection keeps its descriptors until its locks go.
+    The image SQLite serialises is the database as readers see it, WAL frames included, so the companions
+    (``-wal``, ``-shm``, ``-journal``) are not read apart. A file that only looks like a database (by name)
+    but is none is read as bytes.
+    """
+    name = path.name
+    for companion in SQLITE_COMPANIONS:
+        if name.endswith(companion) and path.with_name(name[: -len(companion)]).is_file():
+            return None
+    if path.suffix in SQLITE_SUFFIXES or any(path.with_name(name + c).exists() for c in SQLITE_COMPANIONS):
+        image = _sqlite_image(path)
+        if image is not None:
+            return image
+    return path.read_bytes()
+
+
+def _sqlite_image(path: Path) -> bytes | None:
+    """The serialised content of the SQLite database at ``path`` (read-only), or None when it is not one."""
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # not a database: DatabaseError
+        return conn.serialize()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+
+
 def _folder_objects(folder: Path, root: Path, skip: list[Path] | None = None) -> Iterator[tuple[str, bytes]]:
     if not folder.exists():
         return
@@ -293,8 +336,10 @@ def _folder_objects(folder: Path, root: Path, skip: list[Path] | None = None) ->
         if any(resolved == s or s in resolved.parents for s in skipped):
             continue
         try:
-            data = path.read_bytes()
+            data = _read_object(path)
         except OSError:  # removed while we listed (a temporary file): nothing left to scan
+            continue
+        if data is None:
             continue
         try:
             name = str(path.relative_to(root))

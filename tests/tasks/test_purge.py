@@ -156,3 +156,34 @@ def test_without_dvc_the_purge_strips_prepared_and_scans_the_folders(tmp_path):
     assert evidence["keep"]["dvc"] is False and evidence["removed"] == {}
     assert evidence["prepared"]["removed_samples"] == 4
     assert set(evidence["scan"]["stores"]) == {"workspace", "artifacts", "state", "mlflow"} and evidence["scan"]["ok"]
+
+
+def test_scanning_a_live_sqlite_database_keeps_its_locks_and_its_wal(tmp_path):
+    """The scan reads SQLite files through SQLite: a plain open()/close() of a database file drops every POSIX
+    lock this process holds on it, after which another process takes itself for the last user, checkpoints and
+    deletes the WAL under our open connection (the ledger then answers "disk I/O error" and loses writes)."""
+    import sqlite3
+    import sys
+
+    db = tmp_path / "state" / "ledger.db"
+    db.parent.mkdir()
+    live = sqlite3.connect(db, isolation_level=None)
+    live.execute("PRAGMA journal_mode=WAL")
+    live.execute("CREATE TABLE t (x TEXT)")
+    live.execute("INSERT INTO t VALUES ('before the scan')")
+    live.execute("BEGIN")  # a reader in the middle of its transaction holds a shared lock, as a pooled connection does
+    live.execute("SELECT count(*) FROM t").fetchall()
+
+    scanned = dict(purge._folder_objects(db.parent, tmp_path))
+    assert scanned[str(db.relative_to(tmp_path))].startswith(b"SQLite format 3\x00")  # the content, through SQLite
+    assert "before the scan".encode() in scanned[str(db.relative_to(tmp_path))]
+    assert not any(name.endswith(("-wal", "-shm")) for name in scanned)  # its content is in the database image
+
+    count = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); print(c.execute('select count(*) from t').fetchone()[0]); c.close()"
+    subprocess.run([sys.executable, "-c", count, str(db)], check=True)  # another process opens and closes it
+    live.execute("COMMIT")
+    live.execute("INSERT INTO t VALUES ('after the scan')")
+    out = subprocess.run([sys.executable, "-c", count, str(db)], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "2"  # the write after the scan is in the database other processes read
+    assert (db.parent / "ledger.db-wal").exists()  # our connection's WAL was never deleted under it
+    live.close()
