@@ -106,11 +106,15 @@ async def _send(events: Sequence[dict[str, Any]]) -> None:
     client_log = logging.getLogger("prefect.events.clients")
     level = client_log.level
     client_log.setLevel(logging.ERROR)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     try:
+        # to the API server_url() names (and the log lines say), whatever Prefect settings context is active;
         # checkpoint_every=1: the client pings after each event, so returning means the server has it
-        async with get_events_client(reconnection_attempts=1, checkpoint_every=1) as client:
-            for event in events:
-                await client.emit(Event(**event))
+        with temporary_settings({PREFECT_API_URL: server_url()}):
+            async with get_events_client(reconnection_attempts=1, checkpoint_every=1) as client:
+                for event in events:
+                    await client.emit(Event(**event))
     finally:
         client_log.setLevel(level)
 
