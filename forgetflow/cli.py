@@ -404,12 +404,18 @@ def bench_cmd(
     out: Annotated[Optional[Path], typer.Option(help="output folder (default: state/bench/<name>)")] = None,
     workers: Annotated[int, typer.Option(help="local task-runner threads (1 = timings on a quiet machine)")] = 1,
     dask: Annotated[Optional[str], typer.Option(help="Dask scheduler address: fan out through prefect-dask")] = None,
+    setting: Annotated[str, typer.Option(help="benchmark setting: default, memorising or a setting .yaml file "
+                                              "(forgetflow/settings/)")] = "default",
+    per_sample: Annotated[bool, typer.Option(help="train/load the setting's reference models and add the per-sample "
+                                                  "LiRA/RMIA columns")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
 ) -> None:
     """Benchmark methods against the retrained oracle: tables (Markdown + CSV), plots, MLflow runs."""
     import datetime as dt
+    import os
 
     from forgetflow import bench_report
+    from forgetflow.bench_settings import load_setting
     from forgetflow.methods import METHODS
     from forgetflow.scenarios import SCENARIOS
 
@@ -419,8 +425,9 @@ def bench_cmd(
         METHODS.get(m)
     if scenario != "sequential":
         SCENARIOS.get(scenario)
+    chosen = load_setting(setting)  # a bad name or file fails here, before any work
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = f"{dataset}-{scenario}-{stamp}"
+    name = f"{dataset}-{chosen.name}-{scenario}-{stamp}" if chosen.name != "default" else f"{dataset}-{scenario}-{stamp}"
     folder = out or proj.state_dir / "bench" / name
     with stdout_to_stderr(True):
         from prefect.task_runners import ThreadPoolTaskRunner
@@ -435,7 +442,8 @@ def bench_cmd(
             runner = DaskTaskRunner(address=dask)
         rows = benchmark.with_options(task_runner=runner)(
             params_path=str(proj.params_path), overrides=_overrides(), dataset=dataset, scenario=scenario,
-            methods=names, seeds=seeds, options=_kv(option), grid=_kv(grid, lists=True))
+            methods=names, seeds=seeds, options=_kv(option), grid=_kv(grid, lists=True), setting=setting,
+            per_sample=per_sample)
         if scenario == "sequential":
             for r in rows:
                 r["scenario"] = f"sequential step {r['step']}"
@@ -443,10 +451,14 @@ def bench_cmd(
         csv_path = bench_report.write_csv(rows, folder / "results.csv")
         md_path = folder / "results.md"
         command = "forgetflow " + " ".join(sys.argv[1:])
-        md_path.write_text(f"# {name}\n\nCommand: `{command}`  \nRunner: {'dask ' + dask if dask else f'local, {workers} worker(s)'}\n\n{table}\n")
+        load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+        md_path.write_text(f"# {name}\n\nCommand: `{command}`  \nSetting: {chosen.name}  \n"
+                           f"Runner: {'dask ' + dask if dask else f'local, {workers} worker(s)'}  \n"
+                           f"Load average at the end (1/5/15 min): {load}\n\n{table}\n")
         figures = bench_report.plots(rows, folder)
         run_id = tracking.log_bench(proj, name, rows, [csv_path, md_path, *figures],
-                                    {"dataset": dataset, "scenario": scenario, "methods": names, "seeds": seeds,
+                                    {"dataset": dataset, "setting": chosen.name, "scenario": scenario, "methods": names,
+                                     "seeds": seeds, "per_sample": per_sample,
                                      "options": _kv(option), "grid": _kv(grid, lists=True), "command": command,
                                      "runner": dask or f"threads:{workers}"})
     if as_json:
