@@ -47,7 +47,8 @@ runtime_env.apply()
 from forgetflow.ledger import Ledger, make_request  # noqa: E402
 
 TOKEN = "load-benchmark-token-0123456789"
-WHEN = "2026-11-01T10:00:00Z"
+# one received_at for every request, a day back: inside intake.max_age_days whenever the benchmark runs
+WHEN = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 ROWS: list[tuple[str, str, str, str]] = []  # (part, measurement, value, note)
 
 

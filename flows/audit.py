@@ -5,7 +5,9 @@ to the ledger's ``quality`` table (where the unlearn-or-retrain rule ``retrain.m
 latest audit) and to an MLflow run. When the champion trails the retrain by more than
 ``audit.max_test_acc_gap`` points, or still holds erased data, and ``audit.replace`` is on, the retrain is
 registered (role ``retrain``) and replaces the champion (or waits for approval under
-``promotion.approval: manual``). flows/deployments.py schedules it; ``forgetflow audit`` runs it now.
+``promotion.approval: manual``). The audit also trains the reference models of the current version when it has
+none yet (flows/references.py): samples erased since the last set leave the references here.
+flows/deployments.py schedules it; ``forgetflow audit`` runs it now.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows import references as reference_flows
 from flows.deletion_batch import Undo
 from forgetflow import runtime_env
 from forgetflow.errors import ForgetflowError
@@ -42,6 +45,8 @@ def oracle_audit(params_path: str = "params.yaml", overrides: dict[str, Any] | N
     try:
         measured = auditing.measure(project, audit_id)
         auditing.record(project, measured)  # on failure, auditing.fail removes the audit's quality rows
+        # reference models follow the data: a set for this version (erased samples leave them here)
+        refs = reference_flows.refresh(params_path, overrides, why=f"oracle audit {audit_id}")
         allowed = project.params.audit.replace if replace is None else replace
         wanted = allowed and bool(measured.verdict["drifted"] or measured.held_batches)
         replacement = None
@@ -70,6 +75,6 @@ def oracle_audit(params_path: str = "params.yaml", overrides: dict[str, Any] | N
             "retrain_metrics": measured.retrain_metrics, "js_test": measured.js_test,
             "agreement_test": measured.agreement_test, "held_batches": measured.held_batches,
             "verdict": measured.verdict, "dataset": measured.dataset, "retrain": measured.retrain,
-            "mlflow_run_id": run_id, "decision": decision,
+            "mlflow_run_id": run_id, "decision": decision, "references": refs,
             "replacement": None if replacement is None else {"version": replacement.version, "action": replacement.action,
                                                              "reason": replacement.reason}}

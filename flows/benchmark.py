@@ -18,7 +18,8 @@ from prefect import flow
 from forgetflow import runtime_env
 from forgetflow.bench_settings import load_setting
 from forgetflow.project import Project
-from tasks.benchmarking import reference_set, run_cell_method, run_sequential, setup_cell, submit_references
+from tasks import references as reference_tasks
+from tasks.benchmarking import reference_set, run_cell_method, run_sequential, setup_cell
 
 DEFAULT_GRIDS = {"corrupted": {"regularity": ["random-swap", "inter-class", "backdoor"], "discovery": [0.1, 0.5, 1.0]}}
 
@@ -47,7 +48,7 @@ def benchmark(params_path: str = "params.yaml", overrides: dict[str, Any] | None
     chosen = load_setting(setting)
     methods = list(methods or [])
     rows: list[dict[str, Any]] = []
-    refs = reference_set(project, dataset, chosen, submit_references) if per_sample else None
+    refs = reference_set(project, dataset, chosen, reference_tasks.submit_all) if per_sample else None
     if scenario == "sequential":
         futures = [run_sequential.submit(project, dataset, seed, methods, steps,
                                          float((options or {}).get("fraction", 0.02)), chosen, refs)

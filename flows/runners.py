@@ -1,4 +1,5 @@
-"""Task runners for the fan-out flows (benchmark cells, oracle trainings), chosen by params.yaml ``runner``.
+"""Task runners for the fan-out flows (benchmark cells and their oracles, reference models), chosen by params.yaml
+``runner``; command-line flags override it for one run (:func:`override`).
 
 ``runner.kind: local`` runs tasks in threads of the flow's own process (``max_workers: 1`` = one at a time,
 so that measured wall times are not shared with other tasks). ``runner.kind: dask`` hands them to a Dask
@@ -41,6 +42,24 @@ def task_runner(params: Params) -> Any:
                           cluster_kwargs={"n_workers": settings.n_workers,
                                           "threads_per_worker": settings.threads_per_worker,
                                           "processes": True, "dashboard_address": None, "host": "127.0.0.1"})
+
+
+def override(params: Params, workers: int | None = None, dask: str | None = None) -> Params:
+    """``params`` with its ``runner`` section overridden by command-line flags (None = keep params.yaml's).
+
+    ``dask`` (a scheduler address) selects a Dask runner on that cluster; ``workers`` alone selects local
+    threads (``forgetflow bench --workers N``).
+    """
+    if dask:
+        update = {"kind": "dask", "address": dask}
+    elif workers is not None:
+        update = {"kind": "local", "max_workers": workers}
+    else:
+        return params
+    from forgetflow.config import RunnerParams
+
+    runner = RunnerParams.model_validate({**params.runner.model_dump(), **update})
+    return params.model_copy(update={"runner": runner})
 
 
 def describe(params: Params) -> str:

@@ -15,6 +15,7 @@ import typer
 
 from forgetflow import runtime_env
 from forgetflow.errors import ForgetflowError, MethodDivergedError
+from forgetflow.masking import mask_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Make a trained image classifier forget data, prove it, ship it with receipts.")
@@ -139,17 +140,55 @@ def data_samples(
 @app.command("train")
 def train(
     force: Annotated[bool, typer.Option(help="register a new original even if a champion exists")] = False,
+    references: Annotated[bool, typer.Option("--references/--no-references", help="also train the reference models "
+                                             "of this dataset version when it has none (references.enabled)")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Train the original model on the current dataset version and register it as `champion`."""
+    """Train the original model on the current dataset version and register it as `champion`; then the reference
+    models of the version (docs/verification.md)."""
     proj = project()
     from tasks import bootstrap
 
     with stdout_to_stderr(as_json):
-        info = bootstrap.train_and_register(proj, force=force)
-    emit(info.__dict__, as_json, lambda i: (
+        info = bootstrap.train_and_register(proj, force=force).__dict__
+        info["references"] = None
+        if references and proj.params.references.enabled:
+            from flows import references as reference_flows
+
+            # reference models follow the dataset version: a set for this one unless it has one
+            info["references"] = reference_flows.refresh(str(proj.params_path), _overrides(), why="forgetflow train")
+    emit(info, as_json, lambda i: (
         f"champion is model version {i['version']} (run {i['run_id']}); test acc {i['metrics'].get('test_acc', float('nan')):.2f}%"
-        + (" — already registered, nothing to do" if i["already_registered"] else f"; trained in {i['seconds']:.1f} s")))
+        + (" — already registered, nothing to do" if i["already_registered"] else f"; trained in {i['seconds']:.1f} s")
+        + (f"\n{_references_line(i['references'])}" if i["references"] else "")))
+
+
+def _references_line(r: dict[str, Any]) -> str:
+    state = "loaded from the cache" if r.get("cached") else f"trained in {r['train_seconds']:.0f} s"
+    return (f"reference models for {r.get('dataset_version', 'v' + str(r['version']))}: K={r['k']}, seed {r['seed']}, "
+            f"{state} ({r['key']})")
+
+
+@app.command("references")
+def references_cmd(
+    k: Annotated[Optional[int], typer.Option("--k", help="reference models, even (default: references.k)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="local task-runner threads (default: params.yaml runner)")] = None,
+    dask: Annotated[Optional[str], typer.Option(help="Dask scheduler address (default: params.yaml runner)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Train (or load) the reference models of the current dataset version and score every sample (DVC stage)."""
+    proj = project()
+    overrides = {**_overrides(), **({"references.k": k} if k is not None else {})}  # an odd K: a one-line error
+    with stdout_to_stderr(as_json):
+        from flows import references as reference_flows
+        from flows import runners
+
+        params = runners.override(proj.params, workers, dask)
+        info = reference_flows.run(str(proj.params_path), overrides, runner=runners.task_runner(params))
+        info["runner"] = runners.describe(params)
+        proj.models_dir.mkdir(parents=True, exist_ok=True)
+        (proj.models_dir / "references.json").write_text(json.dumps(info, indent=1) + "\n")
+    emit(info, as_json, _references_line)
 
 
 @app.command("oracle")
@@ -181,7 +220,8 @@ def request_add(
     subject: Annotated[Optional[str], typer.Option(help="forget every sample of this data subject")] = None,
     sample: Annotated[Optional[str], typer.Option(help="forget this one sample")] = None,
     request_id: Annotated[Optional[str], typer.Option("--id", help="request id (default: generated)")] = None,
-    received_at: Annotated[Optional[str], typer.Option(help="ISO-8601 time (default: now)")] = None,
+    received_at: Annotated[Optional[str], typer.Option(help="ISO-8601 time (default: now; not older than "
+                                                             "intake.max_age_days)")] = None,
 ) -> None:
     """Accept one erasure request."""
     import uuid
@@ -189,7 +229,8 @@ def request_add(
     from forgetflow.ledger import make_request
 
     proj = project()
-    req = make_request(request_id or f"req-{uuid.uuid4().hex[:12]}", reason, subject, sample, received_at)
+    req = make_request(request_id or f"req-{uuid.uuid4().hex[:12]}", reason, subject, sample, received_at,
+                       max_age_days=proj.params.intake.max_age_days)
     book = proj.open_ledger()
     result = book.add([req], source="cli")
     state = "accepted" if result.accepted else "already accepted (same content)"
@@ -204,7 +245,7 @@ def request_import(file: Annotated[Path, typer.Argument(help="CSV: request_id,su
 
     proj = project()
     book = proj.open_ledger()
-    result = book.add(read_csv(file), source="import")
+    result = book.add(read_csv(file, max_age_days=proj.params.intake.max_age_days), source="import")
     typer.echo(f"{file}: {len(result.accepted)} accepted, {len(result.duplicates)} already present")
     _announce(proj, book, result.accepted, "import")
 
@@ -349,6 +390,12 @@ def demo() -> None:
     say(f"original model: training and registering as champion (or reusing it) — {proj.params.train.epochs} epochs")
     info = bootstrap.train_and_register(proj)
     say(f"champion = model version {info.version}, test acc {info.metrics.get('test_acc', float('nan')):.2f}%")
+    if proj.params.references.enabled:
+        from flows import references as reference_flows
+
+        say(f"reference models: {proj.params.references.k} of the same recipe, each on half the training split, once per "
+            "dataset version (or reusing them) — they calibrate the per-sample membership evidence")
+        say(_references_line(reference_flows.refresh(str(proj.params_path), _overrides(), why="forgetflow demo")))
     requests_file = proj.state_dir / "demo-requests.csv"
     if not requests_file.exists():  # written once, so a rerun files the very same requests (accepted once)
         rows = pipeline.demo_requests(version, dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat())
@@ -357,7 +404,8 @@ def demo() -> None:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    result = proj.open_ledger().add(read_csv(requests_file), source="import")
+    # forgetflow's own file, written at the first run: a rerun a year later must still find it valid
+    result = proj.open_ledger().add(read_csv(requests_file, max_age_days=None), source="import")
     say(f"requests from {requests_file.relative_to(proj.root)}: {len(result.accepted)} accepted, "
         f"{len(result.duplicates)} already in the ledger")
     from flows.deletion_batch import deletion_batch
@@ -376,8 +424,8 @@ def demo() -> None:
     typer.echo(render_batch(outcome))
     typer.echo(f"\nverify the receipts:   .venv/bin/forgetflow receipt verify")
     typer.echo(f"ledger and registry:   .venv/bin/forgetflow status")
-    typer.echo(f"open the MLflow UI:    .venv/bin/mlflow ui --backend-store-uri {proj.tracking_uri} "
-               f"--default-artifact-root {proj.artifact_root} --port 5000   (or: make mlflow-ui)")
+    typer.echo(f"open the MLflow UI:    .venv/bin/mlflow ui --backend-store-uri {mask_text(proj.tracking_uri)} "
+               f"--default-artifact-root {mask_text(proj.artifact_root)} --port 5000   (or: make mlflow-ui)")
 
 
 def _kv(items: list[str] | None, lists: bool = False) -> dict[str, Any]:
@@ -402,8 +450,10 @@ def bench_cmd(
     option: Annotated[Optional[list[str]], typer.Option(help="scenario option key=value (repeatable)")] = None,
     grid: Annotated[Optional[list[str]], typer.Option(help="scenario option grid key=v1,v2 (repeatable)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="output folder (default: state/bench/<name>)")] = None,
-    workers: Annotated[int, typer.Option(help="local task-runner threads (1 = timings on a quiet machine)")] = 1,
-    dask: Annotated[Optional[str], typer.Option(help="Dask scheduler address: fan out through prefect-dask")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="local task-runner threads (1 = timings on a quiet machine); "
+                                                   "default: params.yaml runner")] = None,
+    dask: Annotated[Optional[str], typer.Option(help="Dask scheduler address: fan out through prefect-dask; "
+                                                "default: params.yaml runner")] = None,
     setting: Annotated[str, typer.Option(help="benchmark setting: default, memorising or a setting .yaml file "
                                               "(forgetflow/settings/)")] = "default",
     per_sample: Annotated[bool, typer.Option(help="train/load the setting's reference models and add the per-sample "
@@ -425,22 +475,19 @@ def bench_cmd(
         METHODS.get(m)
     if scenario != "sequential":
         SCENARIOS.get(scenario)
-    chosen = load_setting(setting)  # a bad name or file fails here, before any work
+    bench_setting = load_setting(setting)  # a bad name or file fails here, before any work
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = f"{dataset}-{chosen.name}-{scenario}-{stamp}" if chosen.name != "default" else f"{dataset}-{scenario}-{stamp}"
+    name = (f"{dataset}-{bench_setting.name}-{scenario}-{stamp}" if bench_setting.name != "default"
+            else f"{dataset}-{scenario}-{stamp}")
     folder = out or proj.state_dir / "bench" / name
     with stdout_to_stderr(True):
-        from prefect.task_runners import ThreadPoolTaskRunner
-
+        from flows import runners
         from flows.benchmark import benchmark
         from tasks import tracking
 
-        runner = ThreadPoolTaskRunner(max_workers=workers)
-        if dask:
-            from prefect_dask import DaskTaskRunner
-
-            runner = DaskTaskRunner(address=dask)
-        rows = benchmark.with_options(task_runner=runner)(
+        chosen = runners.override(proj.params, workers, dask)  # the flags override params.yaml's runner
+        runner_label = runners.describe(chosen)
+        rows = benchmark.with_options(task_runner=runners.task_runner(chosen))(
             params_path=str(proj.params_path), overrides=_overrides(), dataset=dataset, scenario=scenario,
             methods=names, seeds=seeds, options=_kv(option), grid=_kv(grid, lists=True), setting=setting,
             per_sample=per_sample)
@@ -452,15 +499,14 @@ def bench_cmd(
         md_path = folder / "results.md"
         command = "forgetflow " + " ".join(sys.argv[1:])
         load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-        md_path.write_text(f"# {name}\n\nCommand: `{command}`  \nSetting: {chosen.name}  \n"
-                           f"Runner: {'dask ' + dask if dask else f'local, {workers} worker(s)'}  \n"
-                           f"Load average at the end (1/5/15 min): {load}\n\n{table}\n")
+        md_path.write_text(f"# {name}\n\nCommand: `{command}`  \nSetting: {bench_setting.name}  \n"
+                           f"Runner: {runner_label}  \nLoad average at the end (1/5/15 min): {load}\n\n{table}\n")
         figures = bench_report.plots(rows, folder)
         run_id = tracking.log_bench(proj, name, rows, [csv_path, md_path, *figures],
-                                    {"dataset": dataset, "setting": chosen.name, "scenario": scenario, "methods": names,
+                                    {"dataset": dataset, "setting": bench_setting.name, "scenario": scenario, "methods": names,
                                      "seeds": seeds, "per_sample": per_sample,
                                      "options": _kv(option), "grid": _kv(grid, lists=True), "command": command,
-                                     "runner": dask or f"threads:{workers}"})
+                                     "runner": runner_label})
     if as_json:
         emit(bench_report.table_rows(rows), True)
     else:
@@ -552,15 +598,17 @@ def intake(
     """Serve the HTTP intake (POST /requests, GET /requests/{id} and /requests/{id}/receipt); token from FORGETFLOW_INTAKE_TOKEN."""
     import os
 
-    proj = project()
-    from tasks import intake as http_intake
+    from forgetflow.intake import server
 
-    token = http_intake.check_token(os.environ.get(http_intake.TOKEN_ENV))
-    # worker processes import tasks.intake by name: they need the code folder on their path
+    proj = project()
+    from tasks import events
+
+    token = server.check_token(os.environ.get(server.TOKEN_ENV))
+    # worker processes import the injected event sender (tasks/events.py) by name: they need the code folder
     code_root = next(p for p in sys.path if (Path(p) / "flows").is_dir() and (Path(p) / "tasks").is_dir())
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [code_root, os.environ.get("PYTHONPATH")]))
-    http_intake.serve_http(proj, host or proj.params.intake.host, port or proj.params.intake.port, token,
-                           workers or proj.params.intake.workers, _overrides())
+    server.serve_http(proj, host or proj.params.intake.host, port or proj.params.intake.port, token,
+                      workers or proj.params.intake.workers, _overrides(), events=events.intake_sender)
 
 
 # ---- erasure in storage -------------------------------------------------------------------------
@@ -743,10 +791,19 @@ def methods(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
 
 
 @config_app.command("validate")
-def config_validate() -> None:
-    """Validate params.yaml (every method section too) and print the resolved values."""
+def config_validate(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Validate params.yaml (every method section too) and print the resolved values (credentials masked)."""
+    import yaml
+
+    from forgetflow.masking import mask_secrets
+
     proj = project()
+    resolved = mask_secrets(proj.params.model_dump(mode="json"))
+    if as_json:
+        emit(resolved, True)
+        return
     typer.echo(f"{proj.params_path}: valid")
+    typer.echo(yaml.safe_dump(resolved, sort_keys=False).rstrip())
 
 
 @config_app.command("schema")
@@ -765,7 +822,7 @@ def main() -> None:
         if isinstance(code, int) and code:  # click hands a command's `raise typer.Exit(n)` back as a return value here
             sys.exit(code)
     except ForgetflowError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {mask_text(str(exc))}", err=True)
         sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -786,7 +843,8 @@ def main() -> None:
         if os.environ.get("FORGETFLOW_DEBUG"):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        typer.echo(f"error: internal error: {type(exc).__name__}: {first} (FORGETFLOW_DEBUG=1 shows the traceback)", err=True)
+        typer.echo(f"error: internal error: {type(exc).__name__}: {mask_text(first)} (FORGETFLOW_DEBUG=1 shows the "
+                   "traceback)", err=True)
         sys.exit(2)
 
 

@@ -282,6 +282,11 @@ class IntakeParams(Strict):
     port: int = Field(8787, ge=1, le=65535)
     max_items: int = Field(10_000, ge=1, description="most requests in one POST (a list is all-or-nothing)")
     workers: int = Field(1, ge=1, le=64, description="intake processes sharing the port (uvicorn workers)")
+    max_age_days: float = Field(
+        365, gt=0, le=36_500,
+        description="oldest received_at accepted, in days before now, on every intake path (HTTP, CLI add/import, "
+                    "forgetflow.ledger.make_request): an older date is almost surely wrong (year 1, the Unix epoch) and "
+                    "would jump the queue and fire the backlog trigger; raise it to import an older backlog")
 
 
 class ReferenceParams(Strict):
@@ -289,8 +294,8 @@ class ReferenceParams(Strict):
 
     enabled: bool = Field(True, description="train reference models per dataset version (`forgetflow train`, the audit, "
                                             "`forgetflow references`) and run the per-sample attacks lira and rmia")
-    k: int = Field(8, ge=2, le=1024, description="reference models; even: every training sample is IN for exactly k/2 "
-                                                 "of them (8 small CNNs fit a 2-core CPU: docs/verification.md)")
+    k: int = Field(4, ge=2, le=1024, description="reference models; even: every training sample is IN for exactly k/2 "
+                                                 "of them (4 small CNNs fit a 2-core CPU: docs/verification.md; GPUs: more)")
     seed: int = Field(0, ge=0, description="seed of the IN/OUT assignment and of the reference trainings")
     attack: Literal["lira", "rmia"] = Field("lira", description="the per-sample attack the evidence uses")
     on_missing: Literal["train", "skip"] = Field(

@@ -347,9 +347,13 @@ def train_one(job: ReferenceJob) -> dict[str, Any]:
     with _BUILD_LOCK:
         run = RunContext.create(seed, job.device, deterministic=job.deterministic, progress=job.progress)
         model = build_model(job.arch, **job.arch_config)
-    start = time.perf_counter()
+    load_before = os.getloadavg()  # wall times are only comparable on a quiet machine: keep the load beside them
+    start, cpu_start = time.perf_counter(), time.process_time()
     train_model(model, samples, recipe, run, desc=f"reference {job.index + 1}/{job.k}")
     seconds = time.perf_counter() - start
+    # the process's CPU time: this training's alone when one reference trains at a time in the process
+    cpu_seconds = time.process_time() - cpu_start
+    load_after = os.getloadavg()
     out = outputs(model, version.sample_set(version.table), job.batch_size, run.device)
     folder.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, folder / f"ref-{job.index}.pt")
@@ -358,7 +362,9 @@ def train_one(job: ReferenceJob) -> dict[str, Any]:
     os.replace(tmp, phi_path)
     meta = {"role": ROLE, "key": job.key, "index": job.index, "k": job.k, "set_seed": job.seed, "seed": seed,
             "data": job.fingerprint, "dataset": version.meta["dataset"], "version": version.version,
-            "seconds": seconds, "samples": len(samples), "scored": len(version.table), "arch": job.arch,
+            "seconds": seconds, "cpu_seconds": cpu_seconds, "load_before": [round(x, 2) for x in load_before],
+            "load_after": [round(x, 2) for x in load_after], "samples": len(samples), "scored": len(version.table),
+            "arch": job.arch,
             "arch_config": job.arch_config, "recipe": job.recipe, "device": str(run.device),
             "checkpoint": f"ref-{job.index}.pt", "phi": phi_path.name}
     _write_json(meta_path, meta)

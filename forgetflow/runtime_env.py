@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from forgetflow.masking import install_log_masking
+
 if TYPE_CHECKING:  # pragma: no cover
     from forgetflow.project import Project
 
@@ -28,7 +30,9 @@ QUIET = {
 
 
 def apply(project: "Project | None" = None) -> None:
-    """Turn telemetry off and, for a project, keep Prefect's home and DVC's site cache inside it."""
+    """Turn telemetry off, mask secrets in log records and, for a project, keep Prefect's home and DVC's site
+    cache inside it."""
+    install_log_masking()
     for key, value in {**TELEMETRY_OFF, **QUIET}.items():
         os.environ.setdefault(key, value)
     if project is not None:

@@ -9,7 +9,7 @@ pickling models.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -51,19 +51,6 @@ def _setup(project: Project, dataset: str, scenario: str, options: dict[str, Any
         if s.refs is None or s.refs.context.refs.key != refs.key:
             bench.attach_references(s, refs, project.params.references, Path(refs_folder))
     return s
-
-
-@task(name="bench-reference", cache_policy=NO_CACHE)
-def train_reference(job: references.ReferenceJob) -> dict[str, Any]:
-    """Train one reference model of a setting on its half of the pool and score every sample with it."""
-    return references.train_one(job)
-
-
-def submit_references(jobs_fn: Callable[[references.ReferenceJob], dict[str, Any]],
-                      jobs: list[references.ReferenceJob]) -> Iterable[dict[str, Any]]:
-    """``map``-like fan-out of the reference trainings through the flow's task runner."""
-    futures = [train_reference.submit(job) for job in jobs]
-    return (f.result() for f in futures)
 
 
 def reference_set(project: Project, dataset: str, setting: Setting | None = None,

@@ -13,6 +13,11 @@ The triggered-batch deployment (flows/deployments.py) reacts to either, when its
 ``forgetflow.batch-due`` is ``true``. Sending never raises: the ledger write has already happened, a lost
 event is logged, and the next backlog check emits the due event again. Events go out only when a Prefect
 server is configured (``PREFECT_API_URL`` in the environment); never to a temporary ephemeral server.
+
+This is the Prefect adapter of events, used by tasks, flows and commands; it holds no service. The HTTP
+intake (forgetflow/intake/, which never imports Prefect) gets :func:`intake_sender` injected by
+``forgetflow intake`` and calls it from its own background thread. Server URLs are logged masked
+(``forgetflow.masking``): ``PREFECT_API_URL`` may carry credentials.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import uuid
 from typing import Any, Callable, Sequence
 
 from forgetflow.config import ServeParams
-from forgetflow.ledger.backlog import Backlog
+from forgetflow.ledger import Ledger
+from forgetflow.ledger.backlog import Backlog, read_backlog
+from forgetflow.masking import mask_text
+from forgetflow.project import Project
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +88,14 @@ def send(events: Sequence[dict[str, Any]]) -> bool:
         emit(events)
     except Exception as exc:  # noqa: BLE001 - the requests are stored; a lost event must never fail intake
         log.warning("could not emit %s to %s (%s); the backlog check will catch up",
-                    ", ".join(sorted({e["event"] for e in events})), server_url(), describe_error(exc))
+                    ", ".join(sorted({e["event"] for e in events})), mask_text(server_url() or "-"), describe_error(exc))
         return False
     return True
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line: the exception's type and first line."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    """One line: the exception's type and first line (URL credentials masked)."""
+    text = mask_text(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -120,65 +127,18 @@ def announce_due(serve: ServeParams, backlog: Backlog) -> bool:
     return send([due_event(serve, backlog)])
 
 
-class Announcer:
-    """Emits intake events from a background thread, one event per burst of accepted requests.
+def intake_sender(project: Project, ledger: Ledger) -> Callable[[Sequence[str]], bool] | None:
+    """The HTTP intake's sender of ``forgetflow.request.accepted`` (injected by ``forgetflow intake``).
 
-    The HTTP intake calls :meth:`accepted` after each ledger write and answers at once; the thread reads
-    the backlog (``read_backlog``) and sends one event for everything accepted since its last send, so
-    a thousand requests a second cost a handful of events, and a slow or absent Prefect server never
-    slows intake down.
+    Returns None when events are off (``serve.emit_events: false`` or no ``PREFECT_API_URL``); otherwise a
+    function that sends one event for a burst of accepted ids, with the backlog read at sending time.
     """
+    serve = project.params.serve
+    if not serve.emit_events or server_url() is None:
+        return None
+    log.info("intake events go to %s", mask_text(server_url() or ""))
 
-    def __init__(self, serve: ServeParams, read_backlog: Callable[[], Backlog], source: str = "http") -> None:
-        self.serve = serve
-        self.read_backlog = read_backlog
-        self.source = source
-        self.sent = 0
-        self.failed = 0
-        self._ids: list[str] = []
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="forgetflow-events", daemon=True)
-        self.enabled = serve.emit_events and server_url() is not None
+    def send_accepted(request_ids: Sequence[str]) -> bool:
+        return send([accepted_event(serve, request_ids, "http", read_backlog(ledger))])
 
-    def start(self) -> "Announcer":
-        if self.enabled:
-            self._thread.start()
-        return self
-
-    def accepted(self, request_ids: Sequence[str]) -> None:
-        """Queue newly accepted ids for the next event (never blocks on the network)."""
-        if not self.enabled or not request_ids:
-            return
-        with self._lock:
-            self._ids.extend(request_ids)
-        self._wake.set()
-
-    def close(self, timeout: float = SEND_TIMEOUT_S + 2) -> None:
-        """Send what is queued, then stop the thread."""
-        if not self._thread.is_alive():
-            return
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            with self._lock:
-                ids, self._ids = self._ids, []
-            if ids:
-                try:
-                    ok = send([accepted_event(self.serve, ids, self.source, self.read_backlog())])
-                except Exception as exc:  # noqa: BLE001 - e.g. the ledger is briefly unavailable
-                    log.warning("could not read the backlog for an event (%s); the backlog check will catch up", exc)
-                    ok = False
-                self.sent += ok
-                self.failed += not ok
-            if self._stop.is_set():
-                with self._lock:
-                    if not self._ids:
-                        return
-                self._wake.set()  # ids arrived while sending: one more round before stopping
+    return send_accepted

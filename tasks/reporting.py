@@ -20,6 +20,8 @@ from prefect.cache_policies import NO_CACHE
 from forgetflow import report
 from forgetflow.data import Manifest
 from forgetflow.errors import ForgetflowError
+from forgetflow.masking import mask_secrets
+from forgetflow.paths import confined
 from forgetflow.project import Project
 from tasks import tracking
 from tasks.claims import ledger
@@ -33,11 +35,11 @@ def batch_json_path(project: Project, batch_id: str) -> Path:
 
 
 def write_batch_json(project: Project, result: dict[str, Any]) -> Path:
-    """Write the batch result (the batch JSON) next to the batch's other reports, atomically."""
+    """Write the batch result (the batch JSON) next to the batch's other reports, atomically (secrets masked)."""
     path = batch_json_path(project, result["batch_id"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=str))
+    tmp.write_text(json.dumps(mask_secrets(result), indent=1, default=str))
     tmp.replace(path)
     return path
 
@@ -67,8 +69,9 @@ def gather(project: Project, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(project: Project, result: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
-    """Write report.html for a batch result; returns its path and the record it was rendered from."""
-    doc = gather(project, result)
+    """Write report.html for a batch result; returns its path and the record it was rendered from (masked:
+    the page, its Markdown digest and the MLflow copy carry no credential)."""
+    doc = mask_secrets(gather(project, result))
     folder = project.reports_dir / result["batch_id"]
     outputs_file = folder / (result.get("outputs_file") or "outputs.npz")
     outputs = dict(np.load(outputs_file)) if outputs_file.exists() else None
@@ -101,11 +104,18 @@ def publish_report(project: Project, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def regenerate(project: Project, batch_id: str) -> Path:
-    """Rewrite report.html of an earlier batch from its stored records (no MLflow or Prefect calls)."""
+    """Rewrite report.html of an earlier batch from its stored records (no MLflow or Prefect calls).
+
+    ``batch_id`` comes from the command line: it must name a folder directly under the reports folder, and
+    the batch JSON there must be that batch's (the report is written next to it).
+    """
+    confined(project.reports_dir, batch_id, f"batch id {batch_id!r}", single=True)
     path = batch_json_path(project, batch_id)
     if not path.exists():
         raise ForgetflowError(f"batch {batch_id}: no {path.relative_to(project.root)} (unknown batch, or it did not finish)")
     result = json.loads(path.read_text())
+    if result.get("batch_id") != batch_id:
+        raise ForgetflowError(f"{path.relative_to(project.root)} names batch {result.get('batch_id')!r}, not {batch_id!r}")
     return render(project, result)[0]
 
 

@@ -2,9 +2,14 @@
 
 Sets the tracking URI from params (never at import time), logs runs, registers model versions, moves the
 ``champion``/``challenger`` aliases and writes every move to the ledger (MLflow keeps no alias history).
-Models are logged twice: as an MLflow PyTorch model (pickle format, so ``mlflow.pytorch.load_model``
-returns a fine-tunable module) and as ``checkpoint/checkpoint.pt`` (architecture + weights, loaded with
-``weights_only=True``), which is what forgetflow itself loads.
+Models are logged twice, both without pickled code: as ``checkpoint/checkpoint.pt`` (architecture + weights,
+loaded with ``weights_only=True``), which is what forgetflow itself loads, and as the registered MLflow model
+``model/``, a ``python_function`` model whose loader is the installed ``forgetflow.models.pyfunc_loader``
+reading the same checkpoint (``mlflow.pyfunc.load_model("models:/<name>@champion")``). No artifact is ever
+unpickled: the artifact store is a trust boundary (docs/operations.md).
+
+Everything logged (params, tags, documents) goes through ``forgetflow.masking.mask_secrets`` first, so a
+password in ``ledger.url`` or a DVC credential in ``versioning.remote_options`` never reaches MLflow.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from torch import nn
 
 from forgetflow.errors import ForgetflowError
 from forgetflow.ledger import Ledger
+from forgetflow.masking import mask_secrets
 from forgetflow.models import load_checkpoint, save_checkpoint
 from forgetflow.project import Project
 
@@ -35,7 +41,6 @@ def configure(project: Project) -> str:
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # the pickle-format notice: chosen on purpose
     logging.getLogger("alembic").setLevel(logging.WARNING)
     uri = project.tracking_uri
     if uri.startswith("sqlite:///"):
@@ -80,31 +85,46 @@ def log_model_run(
 ) -> tuple[str, str]:
     """One MLflow run that logs a model and registers it as a new version; returns (run_id, version)."""
     import mlflow
-    import mlflow.pytorch
 
     experiment_id = configure(project)
     name = project.params.tracking.model_name
+    tags = mask_secrets(tags)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.log_params({k: _short(v) for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and v == v})
         mlflow.set_tags(tags)
         for path, doc in (documents or {}).items():
-            mlflow.log_dict(doc, path)
+            mlflow.log_dict(mask_secrets(doc), path)
         for artifact_dir, file in (files or {}).items():
             mlflow.log_artifact(str(file), artifact_path=artifact_dir)
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = save_checkpoint(model, Path(tmp) / "checkpoint.pt")
-            mlflow.log_artifact(str(ckpt), artifact_path="checkpoint")
-        info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
-                                        pip_requirements=_pip_requirements(), registered_model_name=name)
-        version = str(info.registered_model_version)
+        version = _log_registered_model(model, name)
     c = client(project)
     for key, value in tags.items():
         c.set_model_version_tag(name, version, key, value)
     return run.info.run_id, version
 
 
+def _log_registered_model(model: nn.Module, name: str) -> str:
+    """Log the model into the active run (``checkpoint/`` and ``model/``) and register it; returns the version.
+
+    ``model/`` is a ``python_function`` model with ``loader_module=forgetflow.models.pyfunc_loader`` and the
+    weights-only checkpoint as its data, so loading it never unpickles code from the artifact store.
+    """
+    import mlflow
+    import mlflow.pyfunc
+
+    from forgetflow.models.pyfunc_loader import CHECKPOINT_NAME, LOADER_MODULE
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = save_checkpoint(model, Path(tmp) / CHECKPOINT_NAME)
+        mlflow.log_artifact(str(ckpt), artifact_path="checkpoint")
+        info = mlflow.pyfunc.log_model(name="model", loader_module=LOADER_MODULE, data_path=str(ckpt),
+                                       pip_requirements=_pip_requirements(), registered_model_name=name)
+    return str(info.registered_model_version)
+
+
 def _short(value: Any) -> str:
+    value = mask_secrets(value)
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     return text[:6000]
 
@@ -223,7 +243,7 @@ def log_run(project: Project, run_name: str, params: dict[str, Any], metrics: di
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.log_params({k: _short(v) for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and v == v})
-        mlflow.set_tags(tags)
+        mlflow.set_tags(mask_secrets(tags))
         for artifact_dir, file in (files or {}).items():
             mlflow.log_artifact(str(file), artifact_path=artifact_dir)
     return run.info.run_id

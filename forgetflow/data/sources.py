@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from forgetflow.errors import DataError
+from forgetflow.paths import confined
 from forgetflow.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,9 @@ def image_folder(settings: SourceSettings) -> RawDataset:
 
     ``train_csv`` lists training images; the optional ``test_csv`` (MUFAC's val CSV, used for utility) and
     ``unseen_csv`` (MUFAC's test CSV, identities never trained on, used for the forget-vs-unseen MIA).
-    Each ``image_path`` is looked up relative to the CSV's folder, then under ``<split>_images/``. Images
+    Each ``image_path`` is looked up relative to the folder, then under ``<split>_images/``, then relative to
+    the CSV's folder; an absolute ``image_path`` or one with a ``..`` part is refused (it names a file
+    outside the image folder). Images
     are resized to ``image_size`` squared; the subject of a row is the first group of ``subject_pattern``
     matched against the file name (MUFAC households ``F0001``...), else none (synthetic subjects apply).
     """
@@ -218,6 +221,8 @@ def image_folder(settings: SourceSettings) -> RawDataset:
         for line, row in enumerate(table.itertuples(index=False), start=2):
             rel = str(getattr(row, settings.path_column))
             where = f"{csv_path}:{line}"
+            # a CSV cell names a file: never one outside the image folder (absolute, or climbing out with '..')
+            confined(root, rel, f"{where}: {settings.path_column} {rel!r}", DataError)
             candidates = [root / rel, root / image_dir / rel, csv_path.parent / rel]
             path = next((c for c in candidates if c.exists()), None)
             if path is None:

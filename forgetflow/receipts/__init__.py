@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 from forgetflow.data.manifest import Manifest, canonical_json
 from forgetflow.errors import ReceiptError
+from forgetflow.masking import mask_secrets
 
 FORMAT = 1
 
@@ -50,18 +51,23 @@ def write(doc: dict[str, Any], path: Path) -> None:
 
 def build_bodies(manifest: Manifest, manifest_path: str, manifest_sha256: str, requests: Sequence[dict[str, Any]],
                  context: dict[str, Any]) -> list[dict[str, Any]]:
-    """One unsealed receipt body per request of the batch that was honoured."""
+    """One unsealed receipt body per request of the batch that was honoured.
+
+    Bodies are masked (``forgetflow.masking``) before they are sealed: a receipt is handed to regulators and
+    data subjects, and no credential that reached the batch's context (a URL with a password in an error
+    or a setting) may travel with it.
+    """
     bodies = []
     for req in requests:
         rid = req["request_id"]
         samples = manifest.samples_of(rid)
-        bodies.append({
+        bodies.append(mask_secrets({
             "request": {k: req.get(k) for k in ("request_id", "subject_id", "sample_id", "reason", "received_at",
                                                   "content_sha256")},
             "samples": {"count": len(samples), "sample_ids": samples},
             "manifest": {"path": manifest_path, "sha256": manifest_sha256, "batch_id": manifest.batch_id},
             **context,
-        })
+        }))
     return bodies
 
 

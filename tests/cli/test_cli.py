@@ -1,5 +1,6 @@
 """The CLI as a user runs it: subprocesses, one-line errors, non-zero exits, clean JSON."""
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -11,6 +12,8 @@ import pytest
 from tests.conftest import make_project_dir
 
 REPO = Path(__file__).resolve().parents[2]
+# a received_at inside intake.max_age_days whenever the suite runs
+RECENT = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)).strftime("%Y-%m-%dT00:00:00Z")
 
 
 def ff(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -33,8 +36,8 @@ def test_help_and_methods(proj):
 
 def test_bad_import_is_one_line_and_nothing_accepted(proj):
     (proj / "r.csv").write_text("request_id,subject_id,sample_id,reason,received_at\n"
-                                "a,s1,,privacy,2026-01-01T00:00:00Z\n"
-                                "b,s1,x,privacy,2026-01-01T00:00:00Z\n")
+                                f"a,s1,,privacy,{RECENT}\n"
+                                f"b,s1,x,privacy,{RECENT}\n")
     out = ff("request", "import", "r.csv", cwd=proj)
     assert out.returncode == 1
     assert out.stderr.strip().count("\n") == 0 and out.stderr.startswith("error: r.csv: 1 bad row(s)")
@@ -46,7 +49,7 @@ def test_bad_import_is_one_line_and_nothing_accepted(proj):
 def test_add_list_status_json(proj):
     assert ff("request", "add", "--subject", "subj-00001", "--reason", "privacy", "--id", "q1", cwd=proj).returncode == 0
     again = ff("request", "add", "--subject", "subj-00001", "--reason", "privacy", "--id", "q1",
-               "--received-at", "2026-01-01T00:00:00Z", cwd=proj)
+               "--received-at", RECENT, cwd=proj)
     assert again.returncode == 1 and "different content" in again.stderr
     rows = json.loads(ff("request", "list", "--json", cwd=proj).stdout)
     assert [r["request_id"] for r in rows] == ["q1"] and rows[0]["state"] == "pending"

@@ -47,7 +47,8 @@ def _file_requests(project: Project, with_bad: bool = True) -> list[str]:
     if with_bad:
         text += f"r3,,{version.rows('test')['sample_id'].iloc[0]},other,2026-11-01T12:00:00Z\n"
         text += "r4,subj-nobody,,privacy,2026-11-01T13:00:00Z\n"
-    project.open_ledger().add(parse_csv(text), source="import")
+    # fixed dates: the received_at age bound (intake.max_age_days) is tested in tests/unit/ledger
+    project.open_ledger().add(parse_csv(text, max_age_days=None), source="import")
     return subjects[:2]
 
 

@@ -20,7 +20,8 @@ from tests.tasks.test_purge import _files, independent_scan
 
 def _request(project, rid: str, subject: str) -> None:
     project.open_ledger().add(parse_csv("request_id,subject_id,sample_id,reason,received_at\n"
-                                        f"{rid},{subject},,privacy,2026-11-01T10:00:00Z\n"), source="import")
+                                        f"{rid},{subject},,privacy,2026-11-01T10:00:00Z\n", max_age_days=None),
+                            source="import")  # a fixed date: the age bound is tested in tests/unit/ledger
 
 
 @pytest.mark.slow

@@ -121,3 +121,21 @@ def test_a_lost_event_never_loses_a_request(tmp_path):
     assert "event was not emitted" in out.stderr
     rows = Project.load(root / "params.yaml").open_ledger().list()
     assert [(r["request_id"], r["state"]) for r in rows] == [("r-1", "pending")]
+
+
+def test_the_intake_sender_is_off_without_a_server_and_logs_a_lost_event_masked(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from tasks import events
+
+    project = Project.load(make_project_dir(tmp_path / "p") / "params.yaml")
+    book = project.open_ledger()
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert events.intake_sender(project, book) is None
+    monkeypatch.setenv("PREFECT_API_URL", f"http://ops:Api-Pw-7@127.0.0.1:{free_port()}/api")
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "ph"))
+    send = events.intake_sender(project, book)
+    with caplog.at_level(logging.INFO, logger="tasks.events"):
+        assert send is not None and send(["r-1"]) is False  # nobody listens: logged, not raised
+    assert "could not emit forgetflow.request.accepted" in caplog.text and "ops:***@127.0.0.1" in caplog.text
+    assert "Api-Pw-7" not in caplog.text

@@ -1,9 +1,12 @@
 """The MLflow adapter against a real SQLite store in a temporary folder."""
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
-from forgetflow.models import build_model
+from forgetflow.models import build_model, load_checkpoint
 from forgetflow.project import Project
 from tasks import tracking
 from tests.conftest import make_project_dir
@@ -47,3 +50,58 @@ def test_mlflow_is_the_library_not_the_store_folder():
     import mlflow
 
     assert "site-packages" in mlflow.__file__
+
+
+def test_registered_model_loads_without_unpickling_code(project, tmp_path):
+    """The registry artifact is a pyfunc model over the weights-only checkpoint: no pickle flavour, no pickled
+    code, and ``mlflow.pyfunc.load_model`` returns the same predictions as the logged module."""
+    import mlflow
+    import yaml
+
+    m = _model(3)
+    _, version = tracking.log_model_run(project, m, "one", {}, {}, {})
+    uri = f"models:/{project.params.tracking.model_name}/{version}"
+    folder = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "dl")))
+    spec = yaml.safe_load((folder / "MLmodel").read_text())
+    assert set(spec["flavors"]) == {"python_function"}
+    assert spec["flavors"]["python_function"]["loader_module"] == "forgetflow.models.pyfunc_loader"
+    assert spec["flavors"]["python_function"].get("code") is None  # no code travels with the model
+    assert {p.name for p in folder.rglob("*.pkl")} == set()
+    weights = torch.load(folder / spec["flavors"]["python_function"]["data"], weights_only=True)
+    assert weights["arch"] == "small-cnn"
+
+    images = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
+    scores = mlflow.pyfunc.load_model(uri).predict(images.numpy())
+    with torch.no_grad():
+        expected = m.eval()(images.float() / 255.0)
+    assert torch.allclose(torch.as_tensor(scores), expected, atol=1e-6)
+    safe = load_checkpoint(folder / "data" / "checkpoint.pt")  # the loading call docs/operations.md names
+    assert all(torch.equal(a, b) for a, b in zip(safe.state_dict().values(), m.state_dict().values()))
+
+
+def test_nothing_logged_to_mlflow_carries_a_secret(tmp_path):
+    """A password in ledger.url / tracking.uri and a credential in versioning.remote_options never reach MLflow:
+    not in params, tags, nor the params.resolved.json document."""
+    import mlflow
+
+    extra = ("ledger: {url: 'postgresql://forgetflow:Ledger-Pw-1@db.internal/ledger'}\n"
+             "versioning: {remote_options: {endpointurl: 'http://minio:9000', secret_access_key: 'Remote-Key-2'}}\n")
+    project = Project.load(make_project_dir(tmp_path / "p", extra) / "params.yaml")
+    secrets = ("Ledger-Pw-1", "Remote-Key-2", "Dsn-Pw-3")
+    run_id, _ = tracking.log_model_run(
+        project, _model(0), "one", {"ledger": project.params.ledger.url, "params": project.params.model_dump(mode="json")},
+        {}, {"source": "https://ci:Dsn-Pw-3@git.example/repo"},
+        documents={"reports/params.resolved.json": project.params.model_dump(mode="json")})
+    other = tracking.log_run(project, "audit", {"ledger": project.params.ledger.url}, {},
+                             {"dsn": "postgresql://a:Dsn-Pw-3@h/d"})
+    seen = []
+    for rid in (run_id, other):
+        run = tracking.client(project).get_run(rid)
+        seen += [json.dumps(run.data.params), json.dumps(run.data.tags)]
+    folder = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="reports", dst_path=str(tmp_path / "a")))
+    resolved = (folder / "params.resolved.json").read_text()
+    seen.append(resolved)
+    assert not [s for s in secrets for text in seen if s in text]
+    doc = json.loads(resolved)
+    assert doc["ledger"]["url"] == "postgresql://forgetflow:***@db.internal/ledger"
+    assert doc["versioning"]["remote_options"] == {"endpointurl": "***", "secret_access_key": "***"}

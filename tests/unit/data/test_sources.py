@@ -79,3 +79,20 @@ def test_image_folder_bad_label_names_the_line(tmp_path):
     csv.write_text(csv.read_text().replace(",b\n", ",z\n", 1))
     with pytest.raises(DataError, match=r"custom_train_dataset.csv:\d+: label 'z'"):
         prepare_version(DataParams(dataset="image-folder", raw=str(tmp_path / "m")), tmp_path, seed=0)
+
+
+@pytest.mark.parametrize("cell", ["../outside.jpg", "train_images/../../outside.jpg", "ABSOLUTE"])
+def test_image_folder_paths_stay_inside_the_folder(tmp_path, cell):
+    """An image_path that is absolute or climbs out with '..' names a file outside the image folder: refused,
+    with the line, even when that file exists and is a valid image."""
+    _mufac_folder(tmp_path / "m")
+    outside = tmp_path / "outside.jpg"
+    Image.fromarray(np.zeros((20, 24, 3), dtype=np.uint8)).save(outside)
+    cell = str(outside) if cell == "ABSOLUTE" else cell
+    csv = tmp_path / "m" / "custom_train_dataset.csv"
+    lines = csv.read_text().splitlines()
+    lines[2] = f"{cell},a"
+    csv.write_text("\n".join(lines) + "\n")
+    params = DataParams(dataset="image-folder", raw=str(tmp_path / "m"), image_folder=ImageFolderParams(image_size=16))
+    with pytest.raises(DataError, match=r"custom_train_dataset.csv:3: image_path .*(relative to|leaves)"):
+        prepare_version(params, tmp_path / "out", seed=0)

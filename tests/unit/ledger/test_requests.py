@@ -49,7 +49,44 @@ def test_repeated_id_same_content_once_other_content_error():
 
 
 def test_content_hash_ignores_the_id_but_not_the_content():
-    a = make_request("a", "privacy", subject_id="s", received_at="2026-11-20T10:00:00Z")
-    b = make_request("b", "privacy", subject_id="s", received_at="2026-11-20T10:00:00Z")
-    c = make_request("a", "other", subject_id="s", received_at="2026-11-20T10:00:00Z")
+    a = make_request("a", "privacy", subject_id="s", received_at="2026-11-20T10:00:00Z", now=NOW)
+    b = make_request("b", "privacy", subject_id="s", received_at="2026-11-20T10:00:00Z", now=NOW)
+    c = make_request("a", "other", subject_id="s", received_at="2026-11-20T10:00:00Z", now=NOW)
     assert a.content_sha256 == b.content_sha256 != c.content_sha256
+
+
+def test_a_row_with_another_field_count_than_the_header_is_an_error_naming_its_line():
+    """A truncated line (four fields under a five-column header) used to be read with received_at empty,
+    i.e. stamped with the import time; a row with a field too many is refused the same way."""
+    text = HEADER + "ok-1,s1,,privacy,2026-11-20T10:00:00Z\n\nbad-15,SUBJ,,privacy\nlong,s1,,privacy,2026-11-20T10:00:00Z,x\n"
+    with pytest.raises(RequestError) as info:
+        parse_csv(text, "r.csv", now=NOW)
+    msg = str(info.value)
+    assert msg.startswith("r.csv: 2 bad row(s), nothing imported")
+    assert "line 4 (bad-15): 4 fields where the header has 5" in msg  # line 3 is blank
+    assert "line 5 (long): 6 fields where the header has 5" in msg
+    quoted = HEADER + 'q-1,s1,,privacy,"2026-11-20T10:00:00Z"\n"q-2",s2,,"priv\nacy"\n'
+    with pytest.raises(RequestError, match="line 3 \\(q-2\\): 4 fields"):  # numbered by the line a row starts on
+        parse_csv(quoted, "r.csv", now=NOW)
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+01:00", "0001-01-01T00:30:00+00:45"])
+def test_a_time_before_year_one_in_utc_is_a_request_error(when):
+    with pytest.raises(RequestError, match="received_at .* out of range"):
+        make_request("r", "privacy", subject_id="s", received_at=when, now=NOW, max_age_days=None)
+    with pytest.raises(RequestError, match="received_at"):
+        parse_csv(HEADER + f"r,s,,privacy,{when}\n", now=NOW)
+
+
+def test_received_at_has_a_lower_bound_on_every_path():
+    old = (NOW - dt.timedelta(days=366)).isoformat()
+    recent = (NOW - dt.timedelta(days=364)).isoformat()
+    assert make_request("r", "privacy", subject_id="s", received_at=recent, now=NOW).received_at < NOW
+    for received_at in (old, NOW - dt.timedelta(days=366), "1970-01-01T00:00:00Z", "0001-01-01T00:00:00Z"):
+        with pytest.raises(RequestError, match=r"more than 365 days ago \(intake.max_age_days\)"):
+            make_request("r", "privacy", subject_id="s", received_at=received_at, now=NOW)
+    with pytest.raises(RequestError, match="line 2 \\(r\\): received_at .* more than 30 days ago"):
+        parse_csv(HEADER + f"r,s,,privacy,{recent}\n", now=NOW, max_age_days=30)
+    assert make_request("r", "privacy", subject_id="s", received_at=old, now=NOW, max_age_days=400).received_at < NOW
+    assert make_request("r", "privacy", subject_id="s", received_at="1970-01-01T00:00:00Z", now=NOW,
+                        max_age_days=None).received_at.year == 1970

@@ -10,7 +10,7 @@ from forgetflow.ledger import Ledger, make_request
 
 
 def _req(i: int, reason: str = "privacy", subject: str | None = None):
-    return make_request(f"r{i:04d}", reason, subject_id=subject or f"s{i}",
+    return make_request(f"r{i:04d}", reason, subject_id=subject or f"s{i}", max_age_days=None,  # fixed dates
                         received_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(minutes=i))
 
 
@@ -24,7 +24,8 @@ def test_add_is_idempotent_and_refuses_reused_ids(book):
     again = book.add([_req(1)])
     assert again.accepted == [] and again.duplicates == ["r0001"]
     with pytest.raises(LedgerConflict, match="r0002"):
-        book.add([_req(3), make_request("r0002", "other", subject_id="s2", received_at="2026-01-01T00:02:00Z")])
+        book.add([_req(3), make_request("r0002", "other", subject_id="s2", received_at="2026-01-01T00:02:00Z",
+                                                max_age_days=None)])
     assert book.get("r0003") is None  # all or nothing
     assert book.counts() == {"pending": 2, "claimed": 0, "done": 0, "quarantined": 0}
 
