@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--no-gap", action="store_true", help="skip the random-10 %% oracle and the gap")
     ap.add_argument("--params", default=str(REPO / "params.yaml"))
     ap.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
+    ap.add_argument("--time-oracle", action="store_true",
+                    help="train the random-10 %% oracle once more, outside the cache, and report its wall and CPU time")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared CPU, more threads wait "
                                                            "on each other; docs/results.md)")
     args = ap.parse_args()
@@ -140,11 +142,38 @@ def main() -> None:
         print(f"\ndo-nothing gap: SalUn {gaps['avg_gap']:.2f}, MU-Mis {gaps['avg_gap_mumis']:.2f}; original's forget "
               f"scores vs the oracle's: LiRA mean |Δz| {o.get('lira_dist', float('nan')):.3f}, AUC "
               f"{o.get('lira_auc_vs_oracle', float('nan')):.3f}")
+    if args.time_oracle:
+        result["oracle_timing"] = _time_oracle(version, r, args.seed, p.train.device)
+        t = result["oracle_timing"]
+        print(f"\none oracle training (random 10 %, seed {args.seed}, not cached): wall {t['wall']:.1f} s, CPU "
+              f"{t['cpu']:.1f} s on {t['threads']} thread(s); load average before {t['load_before']}, after "
+              f"{t['load_after']}")
     result["load_after"] = _load()
     print(f"\nload average (1/5/15 min) before {load_before}, after {result['load_after']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+def _time_oracle(version, r, seed: int, device: str) -> dict:
+    """Wall and CPU seconds of one oracle training: CPU time is what an idle machine's wall time would be."""
+    import torch
+
+    from forgetflow.data.splits import build_splits
+    from forgetflow.models import build_model
+    from forgetflow.runtime import RunContext
+    from forgetflow.scenarios import make_task
+    from forgetflow.training import train_model
+
+    task = make_task("random", version, seed)
+    retain = build_splits(version, task.forget_ids).retain
+    run = RunContext.create(seed, device, deterministic=True)
+    model = build_model(r.arch, **r.arch_config)
+    before = _load()
+    wall, cpu = time.perf_counter(), time.process_time()
+    train_model(model, retain, r.recipe, run, desc="oracle (timed)")
+    return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "threads": torch.get_num_threads(),
+            "samples": len(retain), "load_before": before, "load_after": _load()}
 
 
 if __name__ == "__main__":

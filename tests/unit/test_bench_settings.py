@@ -18,6 +18,7 @@ def test_shipped_settings_parse_and_default_is_all_null():
     memorising = bs.load_setting("memorising")
     assert memorising.data.pool and memorising.train.weight_decay == 0.0
     assert memorising.references.k and memorising.references.k % 2 == 0
+    assert default.references.k == memorising.references.k  # the two settings' attacks are comparable
 
 
 def test_overrides_and_bad_settings_name_what_is_wrong(tmp_path: Path):
@@ -71,7 +72,7 @@ def test_resolve_fills_nulls_from_params(tmp_path: Path, digits_version):
     project = Project.load(make_project_dir(tmp_path / "p") / "params.yaml")
     d = bs.resolve(bs.load_setting("default"), project, digits_version)
     assert d.arch == "small-cnn" and d.arch_config["width"] == 8 and d.recipe.epochs == 15
-    assert d.k == project.params.references.k
+    assert d.k == 8 and d.ref_seed == project.params.references.seed
     m = bs.resolve(bs.Setting(name="m", model={"options": {"head": 64}}, train={"epochs": 3, "weight_decay": 0.0},
                               references={"k": 4}), project, digits_version)
     assert m.arch_config["head"] == 64 and m.arch_config["width"] == 8
