@@ -3,12 +3,15 @@ K is a one-line error before any work."""
 
 import json
 
+import pytest
+
 from forgetflow import pipeline
 from forgetflow.project import Project
 from tests.cli.test_cli import ff
 from tests.conftest import make_project_dir
 
 
+@pytest.mark.slow
 def test_references_command_trains_once_then_loads(tmp_path):
     root = make_project_dir(tmp_path / "p")
     pipeline.current_version(Project.load(root / "params.yaml"))

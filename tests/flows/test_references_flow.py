@@ -23,6 +23,7 @@ def project(tmp_path):
     return project
 
 
+@pytest.mark.slow
 def test_references_follow_the_dataset_version(project, prefect_harness, caplog):
     path = str(project.params_path)
     caplog.set_level(logging.INFO, logger="forgetflow.references")
@@ -55,6 +56,7 @@ def test_references_follow_the_dataset_version(project, prefect_harness, caplog)
     assert latest.current and latest.refs.version == 2 and not set(erased) & set(latest.refs.ids)
 
 
+@pytest.mark.slow
 def test_a_batch_without_references_trains_them_and_says_why_or_skips(project, prefect_harness, caplog):
     path = str(project.params_path)
     caplog.set_level(logging.INFO, logger="forgetflow.references")
