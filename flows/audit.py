@@ -21,7 +21,7 @@ from flows.deletion_batch import Undo
 from forgetflow import runtime_env
 from forgetflow.errors import ForgetflowError
 from forgetflow.project import Project
-from tasks import auditing
+from tasks import oracle_audit as audit_tasks
 from tasks import lineage as lineage_tasks
 
 
@@ -38,35 +38,35 @@ def oracle_audit(params_path: str = "params.yaml", overrides: dict[str, Any] | N
     project = Project.load(params_path, overrides)
     runtime_env.apply(project)
     log = get_run_logger()
-    audit_id = auditing.new_audit_id()
-    auditing.begin(project, audit_id)
+    audit_id = audit_tasks.new_audit_id()
+    audit_tasks.begin(project, audit_id)
     undo = Undo()
-    done: list[auditing.Replacement] = []
+    done: list[audit_tasks.Replacement] = []
     try:
-        measured = auditing.measure(project, audit_id)
-        auditing.record(project, measured)  # on failure, auditing.fail removes the audit's quality rows
+        measured = audit_tasks.measure(project, audit_id)
+        audit_tasks.record(project, measured)  # on failure, audit_tasks.fail removes the audit's quality rows
         # reference models follow the data: a set for this version (erased samples leave them here)
         refs = reference_flows.refresh(params_path, overrides, why=f"oracle audit {audit_id}")
         allowed = project.params.audit.replace if replace is None else replace
         wanted = allowed and bool(measured.verdict["drifted"] or measured.held_batches)
         replacement = None
         if wanted:
-            undo.push("replacement", lambda: [auditing.undo_replace(project, audit_id, r) for r in done])
-            replacement = auditing.replace(project, measured, done)
+            undo.push("replacement", lambda: [audit_tasks.undo_replace(project, audit_id, r) for r in done])
+            replacement = audit_tasks.replace(project, measured, done)
             run_id = replacement.run_id
             # a champion that held erased data is recorded as superseded now that the audit found it
             superseded: list[dict[str, Any]] = []
             undo.push("superseded", lambda: lineage_tasks.undo_supersede(project, audit_id, superseded))
             lineage_tasks.supersede(project, audit_id, None, superseded)
         else:
-            run_id = auditing.log_run(project, measured)
+            run_id = audit_tasks.log_run(project, measured)
         decision = ("audit:replaced" if replacement and replacement.action == "promote" else
                     "audit:awaiting-approval" if replacement else
                     "audit:drift" if measured.verdict["drifted"] else "audit:ok")
-        auditing.finish(project, audit_id, decision, replacement.version if replacement else None)
+        audit_tasks.finish(project, audit_id, decision, replacement.version if replacement else None)
     except BaseException as exc:
         problems = undo.run(log)
-        auditing.fail(project, audit_id, f"{type(exc).__name__}: {exc}")
+        audit_tasks.fail(project, audit_id, f"{type(exc).__name__}: {exc}")
         if problems:
             raise ForgetflowError(f"audit {audit_id} failed ({exc}) and its undo was incomplete: {'; '.join(problems)}") from exc
         raise

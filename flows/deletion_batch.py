@@ -245,8 +245,9 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
         # its first deletion rolls back like any other step. Every receipt carries its evidence.
         receipt_context["purge"] = (purge_erased(project, batch_id, inject_failure == "purge")
                                     if project.params.purge.enabled else {"enabled": False})
-        receipt_paths = issue_receipts(project, batch_id, resolved.path, resolved.sha256, receipt_context, info,
-                                       written_receipts)
+        issued = issue_receipts(project, batch_id, resolved.path, resolved.sha256, receipt_context, info,
+                                written_receipts)
+        receipt_paths = issued.paths
     except BaseException as exc:
         problems = undo.run(log)
         released = claims.fail_batch(project, batch_id, f"{type(exc).__name__}: {exc}")
@@ -291,6 +292,7 @@ def deletion_batch(params_path: str = "params.yaml", overrides: dict[str, Any] |
         "reports": {"validation": resolved.report_path, "evaluation": scores.report_path},
         "flow_run_id": context["flow_run_id"],
         "receipts": receipt_paths,
+        "receipts_anchor": issued.anchor,  # the chain's head after this batch, also on the MLflow run (tags)
         "outputs_file": outputs_file,
     }
     # the batch is committed (receipts issued); the report renders it, and a failure here is reported, not fatal

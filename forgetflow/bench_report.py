@@ -117,6 +117,24 @@ def _oracle_interval(rows: Sequence[dict[str, Any]], key: str) -> str:
     return f" [{lo:.2f}, {hi:.2f}]"
 
 
+def write_markdown(rows: Sequence[dict[str, Any]], path: Path, title: str, command: str, runner: str,
+                   setting: str | None = None) -> str:
+    """Write ``results.md`` (title, the command, the setting, the runner, the load average, the tables).
+
+    The load average is read when the file is written, at the end of the run: wall times depend on it.
+    Returns the tables.
+    """
+    import os
+
+    tables = markdown(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines = [f"Command: `{command}`", *([f"Setting: {setting}"] if setting else []), f"Runner: {runner}",
+             f"Load average at the end (1/5/15 min): {load}"]
+    path.write_text(f"# {title}\n\n" + "  \n".join(lines) + f"\n\n{tables}\n")
+    return tables
+
+
 def plots(rows: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
     """Write the plots for these rows into ``folder``; returns the files."""
     import matplotlib

@@ -1,8 +1,13 @@
 """The schema of ``params.yaml``: the one configuration source, parsed once into frozen pydantic models.
 
 Everything a user may change lives in params.yaml; flows, tasks, DVC stages and the CLI all load it
-through :func:`load_params`, with dotted overrides (``--set unlearn.method=mu-mis``). Unknown keys are
-errors naming the key, and every method section is validated, not only the selected one.
+through ``Project.load`` (:func:`load_params` here, then :func:`forgetflow.project.check_params`), with dotted
+overrides (``--set unlearn.method=mu-mis``). Unknown keys are errors naming the key, and every method section
+is validated, not only the selected one.
+
+The defaults below are the one source of defaults: the shipped params.yaml spells out the same values
+(a contract test keeps them equal), and tests set their own cheap values (tests/conftest.py DIGITS_PARAMS).
+This module imports nothing of forgetflow but its errors, so every other module may import it.
 """
 
 from __future__ import annotations
@@ -14,9 +19,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from forgetflow.errors import ConfigError
-
-REASONS = ("privacy", "mislabelled", "poisoned", "other")
-
 
 class Strict(BaseModel):
     """Base of every config model: unknown keys are errors; values are immutable once loaded."""
@@ -121,7 +123,12 @@ class PurgeParams(Strict):
     keep_repos: list[str] = Field(default_factory=list,
                                   description="other DVC repositories sharing this cache/remote: their workspaces are kept")
     prepared: Literal["strip", "keep"] = Field(
-        "strip", description="strip: rewrite artifacts/prepared without erased samples; keep: leave it (then it still holds them)")
+        "strip", description="strip: rewrite every dataset-version copy under artifacts/ (prepared, bench/<dataset>) "
+                             "without erased samples; keep: leave them (the receipts then name them)")
+    models: float | None = Field(
+        0, ge=0, description="days the weights of a model trained on erased samples are kept once it is superseded "
+                             "(registry versions and cached models; metadata stays); 0 = deleted by the same purge, "
+                             "null = kept indefinitely (the receipts then name them)")
 
 
 class RunnerParams(Strict):
@@ -143,34 +150,20 @@ class BatchParams(Strict):
 
 
 class UnlearnParams(Strict):
-    """Which method runs, per batch or per request reason, and its hyper-parameter overrides."""
+    """Which method runs, per batch or per request reason, and its hyper-parameter overrides.
+
+    Method names and sections are checked against the registry when a project loads
+    (:func:`forgetflow.project.check_params`): this schema sits below the registries and imports none of them.
+    """
 
     method: str = Field("auto", description="a registered method, or auto = chosen from the request reasons")
     by_reason: dict[str, str] = Field(
-        default_factory=lambda: {"privacy": "neggrad-plus", "mislabelled": "neggrad-plus",
-                                 "poisoned": "neggrad-plus", "other": "neggrad-plus"}
-    )
+        default_factory=lambda: {"privacy": "aru", "other": "aru", "mislabelled": "rem", "poisoned": "rem"},
+        description="the method for each request reason (every reason needs one); the defaults are the methods "
+        "measured best for each kind of request (docs/results.md)")
     preset: str | None = Field("auto", description="scenario preset; auto = from the reasons; null = none")
-    methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _names_and_sections(self) -> "UnlearnParams":
-        from forgetflow.methods import METHODS
-
-        if self.method != "auto":
-            METHODS.get(self.method)
-        for reason, name in self.by_reason.items():
-            if reason not in REASONS:
-                raise ValueError(f"by_reason: unknown reason {reason!r} (known: {', '.join(REASONS)})")
-            METHODS.get(name)
-        for name, section in self.methods.items():
-            try:
-                METHODS.get(name).config.model_validate(section)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                loc = ".".join(str(p) for p in first["loc"])
-                raise ValueError(f"methods.{name}.{loc}: {first['msg']}") from None
-        return self
+    methods: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                               description="per-method hyper-parameter overrides, by method name")
 
 
 class EvaluateParams(Strict):
@@ -401,8 +394,6 @@ def load_params(path: Path | str, overrides: Mapping[str, Any] | None = None) ->
 
 def validate_params(data: dict[str, Any], where: str = "params") -> Params:
     """Validate a params mapping into ``Params``; the error names the first bad key."""
-    from forgetflow.errors import ForgetflowError
-
     try:
         return Params.model_validate(data)
     except ValidationError as exc:
@@ -410,8 +401,6 @@ def validate_params(data: dict[str, Any], where: str = "params") -> Params:
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{where}: {loc}: {err['msg']}{more}") from exc
-    except ForgetflowError as exc:  # an unknown method name inside a validator
-        raise ConfigError(f"{where}: {exc}") from exc
 
 
 def resolve_path(root: Path, value: str) -> Path:

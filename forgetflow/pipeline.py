@@ -16,7 +16,9 @@ from torch import nn
 
 from forgetflow.data import DatasetVersion, Manifest, RequestRef, build_splits, load_version, prepare_version, resolve
 from forgetflow.data.splits import Splits
+from forgetflow.data.tombstones import TombstoneKey, load_key
 from forgetflow.errors import DataError
+from forgetflow.ledger.reasons import CORRUPTION_REASONS
 from forgetflow.methods import METHODS, data_for
 from forgetflow.models import clone, same_architecture
 from forgetflow.oracle import TrainedModel, train_cached
@@ -24,8 +26,6 @@ from forgetflow.project import Project
 from forgetflow.runtime import RunContext
 from forgetflow.scenarios import REASON_PRESET
 from forgetflow.training import Recipe
-
-CORRUPTION_REASONS = ("mislabelled", "poisoned")
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -108,10 +108,36 @@ def retrain_current(project: Project, version: DatasetVersion, progress: bool | 
                         project.params.train.deterministic)
 
 
+def write_oracle(project: Project) -> tuple[DatasetVersion, dict[str, Any]]:
+    """Retrain on the current version and write ``models/oracle.pt`` and ``models/oracle.json`` (the
+    ``train_oracle`` stage's outputs); returns the version and what the JSON holds."""
+    import json
+
+    from forgetflow.models import save_checkpoint
+    from forgetflow.runtime import resolve_device
+    from forgetflow.training import accuracy
+
+    version = current_version(project, create=False)
+    trained = retrain_current(project, version)
+    save_checkpoint(trained.model, project.models_dir / "oracle.pt")
+    device = resolve_device(project.params.train.device)
+    info = {"key": trained.key, "cached": trained.cached, "train_seconds": trained.seconds,
+            "dataset_version": version.version, "erased_total": version.meta["erased"],
+            "test_acc": accuracy(trained.model, version.sample_set(split="test"), device=device)}
+    (project.models_dir / "oracle.json").write_text(json.dumps(info, indent=1) + "\n")
+    return version, info
+
+
 # ---- manifests ----------------------------------------------------------------------------------
-def resolve_requests(version: DatasetVersion, batch_id: str, requests: Sequence[dict[str, Any]]) -> Manifest:
+def resolve_requests(version: DatasetVersion, batch_id: str, requests: Sequence[dict[str, Any]],
+                     key: TombstoneKey | None = None) -> Manifest:
     refs = [RequestRef(r["request_id"], r["reason"], r.get("subject_id"), r.get("sample_id")) for r in requests]
-    return resolve(version, batch_id, refs)
+    return resolve(version, batch_id, refs, key)
+
+
+def tombstone_key(project: Project) -> TombstoneKey:
+    """The project's tombstone key (``FORGETFLOW_TOMBSTONE_KEY``, else ``state/tombstone.key``, created on first use)."""
+    return load_key(project.state_dir)
 
 
 def manifest_path(project: Project, batch_id: str) -> Path:
@@ -132,6 +158,22 @@ def demo_requests(version: DatasetVersion, now: str) -> list[dict[str, Any]]:
     rows.append({"request_id": "demo-005", "subject_id": "", "sample_id": str(version.rows("test")["sample_id"].iloc[0]),
                  "reason": "other", "received_at": now})
     return rows
+
+
+def write_demo_requests(project: Project, version: DatasetVersion, now: str) -> Path:
+    """The demo's requests as a CSV under ``state/``, written once, so that a rerun files the very same
+    requests (which the ledger accepts once)."""
+    import csv
+
+    path = project.state_dir / "demo-requests.csv"
+    if not path.exists():
+        rows = demo_requests(version, now)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return path
 
 
 # ---- method choice ------------------------------------------------------------------------------

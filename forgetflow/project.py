@@ -1,4 +1,10 @@
-"""A project = the folder holding params.yaml, its validated params, and every path derived from them."""
+"""A project = the folder holding params.yaml, its validated params, and every path derived from them.
+
+Loading a project validates its params twice over before any work starts: the schema
+(:func:`forgetflow.config.load_params`: types, ranges, unknown keys) and :func:`check_params`, what the schema
+cannot know on its own because it sits below the registries: every request reason has a method, every named
+method is registered, every method section fits its method.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from forgetflow.config import Params, load_params, resolve_path, resolve_sqlalchemy_url
-from forgetflow.errors import ConfigError
+from forgetflow.errors import ConfigError, UnknownNameError
+from forgetflow.ledger.reasons import REASONS
 
 PARAMS_FILE = "params.yaml"
 
@@ -26,6 +33,41 @@ def find_params(start: Path | None = None) -> Path:
     raise ConfigError(f"no {PARAMS_FILE} in {here} or its parents (run from the project folder or pass --params)")
 
 
+def check_params(params: Params, where: str = "params") -> None:
+    """Check ``unlearn`` against the request reasons and the method registry; raise ConfigError naming the key."""
+    from pydantic import ValidationError
+
+    from forgetflow.methods import METHODS  # here, not at the top: importing Project stays free of torch
+
+    unlearn = params.unlearn
+
+    def method(key: str, name: str):
+        try:
+            return METHODS.get(name)
+        except UnknownNameError as exc:
+            raise ConfigError(f"{where}: {key}: {exc}") from None
+
+    if unlearn.method != "auto":
+        method("unlearn.method", unlearn.method)
+    unknown = [r for r in unlearn.by_reason if r not in REASONS]
+    if unknown:
+        raise ConfigError(f"{where}: unlearn.by_reason: unknown reason {unknown[0]!r} (known: {', '.join(REASONS)})")
+    missing = [r for r in REASONS if r not in unlearn.by_reason]
+    if missing:  # a request with that reason would find no method halfway through a batch
+        raise ConfigError(f"{where}: unlearn.by_reason: no method for {', '.join(missing)} "
+                          f"(every request reason needs one: {', '.join(REASONS)})")
+    for reason, name in unlearn.by_reason.items():
+        method(f"unlearn.by_reason.{reason}", name)
+    for name, section in unlearn.methods.items():
+        spec = method("unlearn.methods", name)
+        try:
+            spec.config.model_validate(section)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"{where}: unlearn.methods.{name}.{loc}: {first['msg']}") from None
+
+
 @dataclass(frozen=True)
 class Project:
     """Validated params plus resolved paths; the only way code finds files."""
@@ -36,10 +78,12 @@ class Project:
 
     @classmethod
     def load(cls, params_path: Path | str | None = None, overrides: Mapping[str, Any] | None = None) -> "Project":
-        """Load params.yaml (found upwards from the cwd when not given) with overrides."""
+        """Load params.yaml (found upwards from the cwd when not given) with overrides, and check it."""
         path = Path(params_path) if params_path else find_params()
         path = path.resolve()
-        return cls(root=path.parent, params=load_params(path, overrides), params_path=path)
+        params = load_params(path, overrides)
+        check_params(params, str(path))
+        return cls(root=path.parent, params=params, params_path=path)
 
     def with_params(self, params: Params) -> "Project":
         """The same project with other (already validated) params."""

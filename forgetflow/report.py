@@ -42,114 +42,8 @@ METRICS = [
      "Accuracy of an attack telling erased samples from unseen ones; 0.5 is chance."),
 ]
 
-TEMPLATE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>Deletion batch {{ b.batch_id }} — forgetflow report</title>
-<style>
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
-h1{font-size:1.6em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.6em 0;width:100%}th,td{border:1px solid #ccc;padding:.3em .5em;text-align:left;vertical-align:top}
-th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.ok{color:#11691b;font-weight:600}.fail{color:#a4161a;font-weight:600}.off{color:#777}
-.box{background:#f7f9fc;border-left:4px solid #4a78c2;padding:.6em 1em;margin:1em 0}
-.warn{background:#fff6e5;border-left:4px solid #d08a00;padding:.6em 1em;margin:1em 0}
-.small{font-size:.88em;color:#555}code{background:#f1f1f1;padding:0 .2em}
-img{max-width:100%;border:1px solid #eee}
-</style></head><body>
-<h1>Deletion batch <code>{{ b.batch_id }}</code></h1>
-<p class="small">Generated {{ generated }} by forgetflow. Flow run {{ b.flow_run_id or "-" }}; MLflow run {{ b.mlflow_run_id or "-" }}.</p>
-
-<h2 id="summary">Summary</h2>
-<div class="box">{% for line in summary %}<p>{{ line }}</p>{% endfor %}</div>
-
-<h2 id="requests">Requests</h2>
-<p>{{ requests|length }} request(s) honoured, {{ quarantined|length }} quarantined (not honoured in this batch; they
-stay in the ledger with the reason below until someone fixes the request or the data).</p>
-<table><tr><th>Request</th><th>Reason</th><th>Data subject / sample</th><th>Received</th><th class="num">Samples erased</th></tr>
-{% for r in requests %}<tr><td><code>{{ r.request_id }}</code></td><td>{{ r.reason }}</td><td>{{ r.subject_id or r.sample_id or "-" }}</td><td>{{ r.received_at or "-" }}</td><td class="num">{{ r.samples }}</td></tr>
-{% endfor %}</table>
-{% if quarantined %}<h3>Quarantined</h3>
-<table><tr><th>Request</th><th>Why it was not honoured</th></tr>
-{% for rid, why in quarantined.items() %}<tr><td><code>{{ rid }}</code></td><td>{{ why }}</td></tr>{% endfor %}</table>{% endif %}
-
-<h2 id="validation">Validation</h2>
-<p>Before anything was erased, the dataset and the list of samples to erase were checked (Great Expectations
-data contract: ids unique and known, only training samples, labels in range, images well-formed, no exact
-duplicate of an erased image left behind in the training data, class balance).</p>
-{% if validation %}
-<p>Outcome: {% if validation.blocking %}<span class="fail">the dataset failed a critical check</span>{% elif validation.quarantine %}<span class="ok">dataset valid</span>; {{ validation.quarantine|length }} request(s) quarantined{% else %}<span class="ok">everything valid</span>{% endif %}.</p>
-<table><tr><th>What was checked</th><th class="num">Checks</th><th class="num">Passed</th></tr>
-{% for frame, st in validation.statistics.items() %}<tr><td>{{ frame_names.get(frame, frame) }}</td><td class="num">{{ st.evaluated_expectations }}</td><td class="num">{{ st.successful_expectations }}</td></tr>{% endfor %}</table>
-{% for w in validation.warnings %}<div class="warn">Warning: {{ w }}</div>{% endfor %}
-{% else %}<p>No validation record found.</p>{% endif %}
-
-<h2 id="decision">Unlearn or retrain</h2>
-<p>Decision: <b>{{ decision.action }}</b> (rule: <code>{{ decision.rule }}</code>).</p>
-<div class="box">{{ decision.reason }}</div>
-{% if decision.measures %}<table><tr><th>Measure</th><th>Value</th></tr>
-{% for k, v in decision.measures.items() %}<tr><td>{{ measure_names.get(k, k) }}</td><td>{{ (v|pct) if k == "forgotten_fraction" else (v|fmt) }}</td></tr>{% endfor %}</table>{% endif %}
-
-<h2 id="metrics">Results</h2>
-<p>The new model (version {{ b.model_version }}, made with <code>{{ b.method }}</code>) next to the
-<b>oracle</b> — a model retrained from scratch without the erased samples, the ideal outcome — and the model that
-served <b>before</b> this batch. Good forgetting means the new model's column looks like the oracle's.</p>
-<table><tr><th>Metric</th><th class="num">New model</th><th class="num">Oracle</th><th class="num">Before</th><th>What it means</th></tr>
-{% for key, label, unit, meaning in metric_rows %}<tr><td>{{ label }}</td><td class="num">{{ m.get(key)|fmt }}{{ unit }}</td><td class="num">{{ o.get(key)|fmt }}{{ unit if o.get(key) is not none else "" }}</td><td class="num">{{ c.get(key)|fmt }}{{ unit }}</td><td class="small">{{ meaning }}</td></tr>
-{% endfor %}</table>
-{% if gaps %}<p>Average gap to the oracle: <b>{{ gaps.get("avg_gap")|fmt }}</b> points (SalUn convention: mean of
-|difference| over forget, retain and test accuracy and MIA-Efficacy; 0 = indistinguishable from retraining);
-{{ gaps.get("avg_gap_mumis")|fmt }} points in the MU-Mis convention (forget, retain, test accuracy).
-Output divergence to the oracle on the erased samples: {{ gaps.get("js_forget_to_oracle")|fmt(4) }} nats (Jensen-Shannon).</p>{% endif %}
-{% if conventions %}<p class="small">Membership-inference conventions used: {% for k, v in conventions.items() %}<code>{{ k }}</code> = {{ v }}{% if not loop.last %}; {% endif %}{% endfor %}.</p>{% endif %}
-
-<h2 id="plots">Plots</h2>
-{% for p in plots %}<h3>{{ p.title }}</h3><p class="small">{{ p.caption }}</p><img alt="{{ p.title }}" src="data:image/png;base64,{{ p.png }}">
-{% else %}<p>No per-sample outputs were saved for this batch, so there are no plots.</p>{% endfor %}
-
-<h2 id="gates">Gates and promotion</h2>
-<p>A new model replaces the serving one only if every enabled gate passes{% if exact %} — except a model
-retrained from scratch, which never saw the erased samples and is exact by construction: its gates are shown for
-information{% endif %}.</p>
-<table><tr><th>Gate</th><th>What it protects</th><th>Measured</th><th>Threshold</th><th>Verdict</th></tr>
-{% for name, g in gates.items() %}<tr><td>{{ name }}</td><td class="small">{{ meaning.get(name, "") }}</td><td>{{ g.detail }}</td><td class="num">{{ g.threshold|fmt }}</td>
-<td>{% if not g.enabled %}<span class="off">off</span>{% elif g.passed %}<span class="ok">passed</span>{% else %}<span class="fail">failed</span>{% endif %}</td></tr>
-{% endfor %}</table>
-<p>Promotion decision: <b>{{ promotion.action }}</b>. {{ promotion.reason }}</p>
-{% if rejected %}<div class="warn">An unlearned model was tried first: version {{ rejected.model_version }}
-({{ rejected.method }}) failed the gate(s) {{ rejected.failed|join(", ") }} and was not promoted; it stays in the
-registry for the record. Its forget accuracy was {{ rejected.metrics.get("forget_acc")|fmt }} %, test accuracy
-{{ rejected.metrics.get("test_acc")|fmt }} %.</div>{% endif %}
-
-<h2 id="erasure">Erasure</h2>
-<p>The erased samples were removed from the dataset: version {{ dv_before.get("version", "-") }} →
-<b>{{ dv_after.get("version", "-") }}</b> ({{ dv_after.get("train_samples", "-") }} training samples left,
-{{ dv_after.get("erased_total", "-") }} erased in total). DVC content id of the new version:
-<code>{{ dv_after.get("dvc_md5") or "-" }}</code>.</p>
-{% if superseded %}<p>Models that still hold data erased by this or an earlier batch are now <b>superseded</b>: they
-never serve again, and a rollback refuses them.</p>
-<table><tr><th>Model version</th><th>Holds data erased by</th><th>Why</th></tr>
-{% for s in superseded %}<tr><td>{{ s.version }}</td><td><code>{{ s.erased_by_batch }}</code></td><td>{{ s.reason }}</td></tr>{% endfor %}</table>{% endif %}
-{% if purge_lines %}<h3>Stored copies</h3>{% for line in purge_lines %}<p>{{ line }}</p>{% endfor %}
-<p class="small">The full evidence (object ids, per-store scan counts) is in every receipt of this batch.</p>{% endif %}
-
-<h2 id="receipts">Receipts</h2>
-<p>One deletion receipt per honoured request. Each links the request to the sample list (manifest), the dataset
-versions, this run, the model version and its metrics, and the verdict; each carries the SHA-256 of its content and
-of the previous receipt, so editing or removing any receipt is detectable (<code>forgetflow receipt verify</code>).</p>
-<table><tr><th class="num">#</th><th>Request</th><th>SHA-256</th><th>Previous</th><th>File</th></tr>
-{% for r in receipts %}<tr><td class="num">{{ r.seq }}</td><td><code>{{ r.request_id }}</code></td><td><code>{{ r.sha256[:16] }}…</code></td><td><code>{{ (r.prev_sha256 or "-")[:16] }}</code></td><td class="small">{{ r.path }}</td></tr>
-{% else %}<tr><td colspan="5">No receipts recorded.</td></tr>{% endfor %}</table>
-
-<h2 id="glossary">How to read this report</h2>
-<ul class="small">
-<li><b>Champion</b>: the model that serves. <b>Challenger</b>: the newest candidate, waiting for the gates or a person.</li>
-<li><b>Oracle</b>: the same training recipe run from scratch without the erased samples — what perfect erasure looks like.</li>
-<li><b>Unlearning</b>: editing the serving model so it behaves like the oracle, at a fraction of the cost. <b>Retraining</b>: building the oracle itself; exact, but slow.</li>
-<li><b>Membership inference</b>: an attack that guesses whether a sample was used for training. After erasure the attack should do no better on the erased samples than on samples the model never saw.</li>
-<li>Accuracies are in percent; "points" are differences between percentages.</li>
-</ul>
-</body></html>
-"""
+# The page itself is the package-data template forgetflow/templates/report.html (Jinja2, autoescaped).
+TEMPLATE = "report.html"
 
 FRAME_NAMES = {"dataset": "The dataset table (every sample)", "shards": "The stored image files",
                "manifest": "The samples to erase (manifest)", "balance": "Class balance after erasure"}
@@ -202,6 +96,17 @@ def purge_lines(purge: Mapping[str, Any] | None) -> list[str]:
         verdict = "none of them was found" if scan.get("ok") else f"{found} were STILL FOUND"
         lines.append(f"A scan then read {objects} stored object(s) in {len(stores)} store(s), looking for the "
                      f"{scan.get('erased_hashes', '?')} erased image(s) by content hash: {verdict}.")
+    models = purge.get("models") or {}
+    deleted, retained = models.get("deleted_count", 0), models.get("retained_count", 0)
+    if deleted or retained:
+        lines.append(f"Models trained on the erased images: the weights of {deleted} were deleted"
+                     + (f", {retained} are retained for now (see the receipts: until when, and why)" if retained else "")
+                     + ".")
+    remaining = purge.get("remaining") or []
+    if remaining:
+        lines.append(f"{len(remaining)} place(s) the purge does not clean still hold or name erased data; the receipts "
+                     "name each one: " + "; ".join(f"{r.get('object')} ({r.get('what')})" for r in remaining[:3])
+                     + (" …" if len(remaining) > 3 else "") + ".")
     return lines
 
 
@@ -317,13 +222,14 @@ def render_html(doc: Mapping[str, Any], outputs: Mapping[str, np.ndarray] | None
     """The whole report page (self-contained: styles inline, plots as base64 PNG)."""
     import jinja2
 
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("forgetflow", "templates"), autoescape=True,
+                             undefined=jinja2.ChainableUndefined)
     env.filters["fmt"] = _fmt
     env.filters["pct"] = _pct
     mia_keys = set(doc.get("metrics") or {}) | set(doc.get("oracle") or {})
     rows = [r for r in METRICS if r[0] in mia_keys or r[0] in ("forget_acc", "retain_acc", "test_acc")]
     gates = doc.get("gates") or {}
-    return env.from_string(TEMPLATE).render(
+    return env.get_template(TEMPLATE).render(
         b=doc, generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), summary=summary_lines(doc),
         requests=doc.get("requests_detail") or [], quarantined=doc.get("quarantined") or {},
         validation=doc.get("validation"), frame_names=FRAME_NAMES, decision=doc.get("decision") or {},

@@ -22,6 +22,23 @@ from forgetflow.project import Project
 _REFERENCE_SETS: dict[str, references.ReferenceSet] = {}
 
 
+def publish_results(project: Project, name: str, folder: Path, rows: list[dict[str, Any]], runner: str,
+                    params: dict[str, Any]) -> tuple[str, str]:
+    """A benchmark's outputs: ``results.csv``, ``results.md``, the plots, and one MLflow run holding them all.
+
+    Returns the Markdown tables and the MLflow run id.
+    """
+    from forgetflow import bench_report
+    from tasks import tracking
+
+    csv_path = bench_report.write_csv(rows, folder / "results.csv")
+    md_path = folder / "results.md"
+    tables = bench_report.write_markdown(rows, md_path, name, params["command"], runner, params.get("setting"))
+    figures = bench_report.plots(rows, folder)
+    run_id = tracking.log_bench(project, name, rows, [csv_path, md_path, *figures], params)
+    return tables, run_id
+
+
 def bench_version(project: Project, dataset: str, setting: Setting | None = None) -> DatasetVersion:
     """The benchmark's version 1 of ``dataset`` (artifacts/bench/<dataset>), cut down to the setting's pool."""
     return bench_settings.dataset_version(project, dataset, setting or bench_settings.load_setting("default"))

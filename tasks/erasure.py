@@ -25,7 +25,7 @@ def erase(project: Project, batch_id: str, forget_ids: list[str], saved_dvc: str
     version = pipeline.current_version(project)
     before = {"dataset": version.meta["dataset"], "version": version.version, "fingerprint": version.fingerprint,
               "dvc_md5": versioning.data_md5(project)}
-    new = version.without(forget_ids, batch_id)
+    new = version.without(forget_ids, batch_id, pipeline.tombstone_key(project))
     new.write(project.version_dir)
     md5 = versioning.track_and_push(project)
     after = {"dataset": new.meta["dataset"], "version": new.version, "fingerprint": new.fingerprint, "dvc_md5": md5,

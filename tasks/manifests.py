@@ -36,7 +36,7 @@ def resolve_and_validate(project: Project, batch_id: str, requests: list[dict[st
     ``batch.on_invalid: stop`` any failing request stops the batch instead. A broken dataset always stops it.
     """
     version = pipeline.current_version(project)
-    manifest = pipeline.resolve_requests(version, batch_id, requests)
+    manifest = pipeline.resolve_requests(version, batch_id, requests, pipeline.tombstone_key(project))
     outcome = validation.validate(version, manifest)
     report_dir = project.reports_dir / batch_id
     report_dir.mkdir(parents=True, exist_ok=True)

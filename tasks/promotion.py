@@ -222,7 +222,22 @@ def _refuse_if_holding(project: Project, version: str, doing: str) -> None:
         more = f" and {len(held) - 1} later batch(es)" if len(held) > 1 else ""
         raise PromotionRefused(
             f"version {version} still holds data erased by batch {held[0]}{more}: {doing} refused "
-            f"(versions free of erased data: {', '.join(clean) or 'none; `forgetflow audit` retrains one'})")
+            f"(versions free of erased data: {', '.join(clean) or 'none; `forgetflow audit` retrains one'})"
+            + _purged_note(project, version))
+    _refuse_if_purged(project, version, doing)
+
+
+def _purged_note(project: Project, version: str) -> str:
+    """``; its weights were purged …`` when the purge deleted them (purge.models), else empty."""
+    when = tracking.version_weights_purged(project, version)
+    return f"; its weights were purged {when}, so it can never serve again (docs/erasure.md)" if when else ""
+
+
+def _refuse_if_purged(project: Project, version: str, doing: str) -> None:
+    """A version whose weights the purge deleted can never serve again, whatever its lineage says now."""
+    note = _purged_note(project, version)
+    if note:
+        raise PromotionRefused(f"version {version}: {doing} refused{note}")
 
 
 def promote_version(project: Project, version: str | None, reason: str, by: str, override: bool = False,
@@ -300,7 +315,9 @@ def rollback(project: Project, to: str | None, reason: str, by: str) -> dict[str
         more = f" and {len(held) - 1} later batch(es)" if len(held) > 1 else ""
         raise PromotionRefused(
             f"version {target} still holds data erased by batch {held[0]}{more}: rollback refused "
-            f"(former champions free of erased data: {', '.join(offer) or 'none; `forgetflow audit` retrains one'})")
+            f"(former champions free of erased data: {', '.join(offer) or 'none; `forgetflow audit` retrains one'})"
+            + _purged_note(project, target))
+    _refuse_if_purged(project, target, "rollback")
     previous = tracking.move_alias(project, ledger(project), tracking.CHAMPION, target, f"rollback: {reason}", by)
     tracking.set_version_tags(project, target, {PROMOTION_TAG: "rolled back to"})
     return {"from": previous, "to": target, "reason": f"rollback: {reason}", "actor": by}

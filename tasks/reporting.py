@@ -44,6 +44,12 @@ def write_batch_json(project: Project, result: dict[str, Any]) -> Path:
     return path
 
 
+def last_batch_json(project: Project) -> dict[str, Any] | None:
+    """The most recently written batch JSON, or None when no batch has run."""
+    written = sorted(project.reports_dir.glob(f"*/{BATCH_JSON}"), key=lambda p: p.stat().st_mtime)
+    return json.loads(written[-1].read_text()) if written else None
+
+
 def gather(project: Project, result: dict[str, Any]) -> dict[str, Any]:
     """The report's record: the batch result plus request details, validation, MIA conventions, receipts."""
     batch_id = result["batch_id"]

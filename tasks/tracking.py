@@ -298,3 +298,199 @@ def configure_experiment(project: Project, name: str) -> str:
     if exp is not None:
         return exp.experiment_id
     return mlflow.create_experiment(name, artifact_location=project.artifact_root.rstrip("/") + f"/{name}")
+
+
+# ---- erasure side: weights of models trained on erased data, run artifacts, receipt anchors ------------
+# (tasks/purge.py deletes weights and scans artifacts; tasks/receipts.py and tasks/receipt_audit.py anchor
+# and read the receipt chain's heads.)
+WEIGHTS_PURGED_TAG = "forgetflow.weights_purged_at"
+WEIGHTS_PURGED_BY_TAG = "forgetflow.weights_purged_by"
+WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin", ".ckpt", ".pkl")
+RUN_WEIGHT_DIRS = ("checkpoint", "model")  # run artifacts that hold weights (MLflow 2-style run models too)
+ANCHOR_TAGS = {"head_sha256": "forgetflow.receipts.head_sha256", "head_seq": "forgetflow.receipts.head_seq",
+               "first_seq": "forgetflow.receipts.first_seq", "count": "forgetflow.receipts.count"}
+
+
+def _repository(uri: str):
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    return get_artifact_repository(uri)
+
+
+def _walk(repo, path: str | None = None) -> list[tuple[str, int]]:
+    """(path, size) of every file under ``path`` of an artifact repository."""
+    out = []
+    for info in repo.list_artifacts(path):
+        if info.is_dir:
+            out.extend(_walk(repo, info.path))
+        else:
+            out.append((info.path, int(info.file_size or 0)))
+    return out
+
+
+def _logged_model_location(project: Project, mv) -> str | None:
+    """Where MLflow 3 keeps the files of the logged model behind a registry version (None for run models)."""
+    model_id = getattr(mv, "model_id", None)
+    source = str(getattr(mv, "source", "") or "")
+    if not model_id and source.startswith("models:/m-"):
+        model_id = source[len("models:/"):].split("/")[0]
+    if not model_id:
+        return None
+    return client(project).get_logged_model(model_id).artifact_location
+
+
+def version_weights_purged(project: Project, version: str) -> str | None:
+    """When the weights of ``version`` were purged (its tag), or None."""
+    return version_info(project, version)["tags"].get(WEIGHTS_PURGED_TAG)
+
+
+def purge_version_weights(project: Project, version: str, by: str, why: str) -> dict[str, Any]:
+    """Delete the weights of a registered version from the artifact store; keep the version, its tags and run.
+
+    Deletes the run's ``checkpoint/`` (and ``model/``) artifacts and any other run file ending in a weight
+    suffix, and the weight files of the logged model behind the version (``data/`` and files ending in a weight
+    suffix), then lists again to prove it.
+    Tags the version and the run with ``forgetflow.weights_purged_at`` / ``_by``. Returns
+    ``{"deleted": [...], "not_deleted": [...]}`` (artifact URIs; a store without delete support lands in the second).
+    """
+    import datetime as dt
+
+    c = client(project)
+    name = project.params.tracking.model_name
+    mv = c.get_model_version(name, version)
+    run = c.get_run(mv.run_id)
+    deleted, kept = [], []
+    targets: list[tuple[str, list[str]]] = []
+    run_repo_uri = run.info.artifact_uri
+    run_files = _walk(_repository(run_repo_uri))
+    targets.append((run_repo_uri, sorted({p.split("/")[0] if p.split("/")[0] in RUN_WEIGHT_DIRS else p
+                                          for p, _ in run_files
+                                          if p.split("/")[0] in RUN_WEIGHT_DIRS or p.endswith(WEIGHT_SUFFIXES)})))
+    location = _logged_model_location(project, mv)
+    if location:
+        files = _walk(_repository(location))
+        targets.append((location, sorted({("data" if p.startswith("data/") else p) for p, _ in files
+                                          if p.startswith("data/") or p.endswith(WEIGHT_SUFFIXES)})))
+    for uri, paths in targets:
+        repo = _repository(uri)
+        for path in paths:
+            repo.delete_artifacts(path)
+        remaining = {p for p, _ in _walk(repo)}
+        for path in paths:
+            left = [p for p in remaining if p == path or p.startswith(path + "/")]
+            (kept if left else deleted).append(f"{uri.rstrip('/')}/{path}")
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    tags = {WEIGHTS_PURGED_TAG: now, WEIGHTS_PURGED_BY_TAG: f"{by}: {why}"[:4900]}
+    if kept:
+        tags[WEIGHTS_PURGED_TAG] = f"incomplete {now}"
+    for key, value in tags.items():
+        c.set_model_version_tag(name, version, key, value)
+        c.set_tag(mv.run_id, key, value)
+    return {"deleted": deleted, "not_deleted": kept}
+
+
+def experiment_names(project: Project) -> list[str]:
+    """The project's MLflow experiments (batches and audits; benchmarks)."""
+    base = project.params.tracking.experiment
+    return [base, base + "-bench"]
+
+
+def _reader(project: Project):
+    """A client that reads the project's tracking store without creating anything; None when there is no store."""
+    from mlflow import MlflowClient
+
+    uri = project.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return None
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=uri)
+
+
+def store_exists(project: Project) -> bool:
+    """Whether the project has a tracking store to read (a local SQLite store may not exist yet)."""
+    return _reader(project) is not None
+
+
+def artifact_objects(project: Project):
+    """Every artifact file the project logged to MLflow, as (``mlflow:run/<run id>/<path>``, bytes).
+
+    Weight files (run ``checkpoint/`` and ``model/``, logged models' weights) are not read: they are models,
+    not samples, and ``purge.models`` deals with them; the rest (reports, manifests, results) is scanned.
+    """
+    from mlflow.entities import ViewType
+
+    c = _reader(project)
+    if c is None:
+        return
+    for name in experiment_names(project):
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            continue
+        page_token = None
+        while True:
+            runs = c.search_runs([exp.experiment_id], run_view_type=ViewType.ALL, max_results=500, page_token=page_token)
+            for run in runs:
+                repo = _repository(run.info.artifact_uri)
+                for path, _ in _walk(repo):
+                    if path.split("/")[0] in RUN_WEIGHT_DIRS or path.endswith(WEIGHT_SUFFIXES):
+                        continue
+                    yield f"mlflow:run/{run.info.run_id}/{path}", _read_artifact(repo, path)
+            page_token = runs.token
+            if not page_token:
+                break
+
+
+def _read_artifact(repo, path: str) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(repo.download_artifacts(path, dst_path=tmp)).read_bytes()
+
+
+def anchor_receipts(project: Project, run_id: str, anchor: dict[str, Any]) -> None:
+    """Record a batch's receipt-chain anchor (head hash, head and first seq, count) as tags on its MLflow run."""
+    c = client(project)
+    for field, tag in ANCHOR_TAGS.items():
+        c.set_tag(run_id, tag, str(anchor.get(field)))
+
+
+def remove_receipt_anchor(project: Project, run_id: str) -> None:
+    """Remove an anchor (the batch that set it is rolled back)."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(project)
+    for tag in ANCHOR_TAGS.values():
+        try:
+            c.delete_tag(run_id, tag)
+        except MlflowException:
+            pass
+
+
+def receipt_anchors(project: Project) -> list[dict[str, Any]]:
+    """Every anchor on an MLflow run of the project's experiment (deleted runs too), with its run as ``source``."""
+    from mlflow.entities import ViewType
+
+    c = _reader(project)
+    exp = c.get_experiment_by_name(project.params.tracking.experiment) if c is not None else None
+    if exp is None:
+        return []
+    out, page_token = [], None
+    while True:
+        runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`{ANCHOR_TAGS['head_sha256']}` LIKE '%'",
+                             run_view_type=ViewType.ALL, max_results=500, page_token=page_token)
+        for run in runs:
+            tags = run.data.tags
+            count = tags.get(ANCHOR_TAGS["count"])
+            out.append({"batch_id": tags.get("batch_id"), "count": int(count) if count and count.isdigit() else 0,
+                        "head_seq": _int_or_none(tags.get(ANCHOR_TAGS["head_seq"])),
+                        "first_seq": _int_or_none(tags.get(ANCHOR_TAGS["first_seq"])),
+                        "head_sha256": tags.get(ANCHOR_TAGS["head_sha256"]),
+                        "source": f"MLflow run {run.info.run_id}"})
+        page_token = runs.token
+        if not page_token:
+            break
+    return out
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value not in (None, "", "None") and str(value).lstrip("-").isdigit() else None

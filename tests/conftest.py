@@ -24,6 +24,8 @@ if "FORGETFLOW_TEST_TMP" not in os.environ:
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "MLFLOW_TRACKING_URI": f"sqlite:///{_tmp / 'stray-mlflow.db'}",
             "DVC_NO_ANALYTICS": "1",
+            # keyed tombstones (forgetflow/data/tombstones.py): one fixed test key instead of a generated file
+            "FORGETFLOW_TOMBSTONE_KEY": "forgetflow-tests-tombstone-key-0123456789abcdef",
             "DVC_SITE_CACHE_DIR": str(_tmp / "dvc-site"),
             "HF_HUB_OFFLINE": "1",
             "GIT_AUTHOR_NAME": "forgetflow-tests",
@@ -81,13 +83,19 @@ def digits_full_class(digits_version: DatasetVersion, session_tmp: Path) -> benc
 
 
 # ---- projects on real components, in temporary folders ------------------------------------------
+# The tests' own params: cheap settings (a width-8 CNN, a short NegGrad+ for every reason) stated here, so that
+# the shipped defaults (forgetflow/config.py = params.yaml) stay the ones a user should get.
 DIGITS_PARAMS = """\
 seed: 0
 data: {dataset: digits, shard_size: 256}
 model: {arch: small-cnn, width: 8}
 train: {epochs: 15, batch_size: 64, lr: 0.05, progress: false, device: cpu}
 evaluate: {mia_max_shadow: 300}
-unlearn: {method: auto, preset: null, methods: {neggrad-plus: {epochs: 0.3}, finetune: {epochs: 0.3}}}
+unlearn:
+  method: auto
+  by_reason: {privacy: neggrad-plus, other: neggrad-plus, mislabelled: neggrad-plus, poisoned: neggrad-plus}
+  preset: null
+  methods: {neggrad-plus: {epochs: 0.3}, finetune: {epochs: 0.3}}
 gates: {max_time_ratio: 1.0, max_test_acc_drop: 5.0, max_forget_acc_gap: 10.0, max_mia_gap: 50.0}
 """
 

@@ -15,9 +15,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from forgetflow.config import REASONS
 from forgetflow.data.manifest import Manifest
 from forgetflow.data.version import SPLITS, TABLE_COLUMNS, DatasetVersion
+from forgetflow.ledger.reasons import REASONS
 
 Frame = Literal["dataset", "manifest", "shards", "balance"]
 
@@ -56,7 +56,9 @@ def manifest_frame(version: DatasetVersion, manifest: Manifest) -> pd.DataFrame:
     rows["erased_in_version"] = pd.array([erased.get(s) if isinstance(s, str) else None for s in ids], dtype="Int64")
     rows["already_erased"] = rows["erased_in_version"].notna()
     rows["in_retain"] = [bool(s in retain_ids) if isinstance(s, str) else False for s in ids]
-    rows["duplicate_in_retain"] = rows["content_hash"].map(lambda h: by_hash.get(h) if isinstance(h, str) else None)
+    # the manifest names images by keyed hash; the live table has the bare hash of each sample being forgotten
+    live_hash = dict(zip(table["sample_id"].tolist(), table["content_hash"].tolist()))
+    rows["duplicate_in_retain"] = [by_hash.get(live_hash.get(s)) if isinstance(s, str) else None for s in ids]
     rows["version"] = version.label
     rows["max_label"] = version.num_classes - 1
     return rows.reset_index(drop=True)

@@ -4,6 +4,12 @@ A manifest lists every (request, sample) pair it resolved, including the pairs t
 (an unknown subject, a sample not in the training split...), so that validation can quarantine them with
 a reason. The forget set is the sorted set of valid sample ids, so the same manifest always yields the
 same forget set. Its SHA-256 is taken over canonical JSON of everything but the hash itself.
+
+A row's ``content_hash`` names the sample's image by its keyed hash (HMAC-SHA256 with the tombstone key,
+64 hex digits; see ``forgetflow/data/tombstones.py``), like the tombstones: a manifest is kept for good, and
+a bare hash would confirm to anyone holding the image that it was erased. Manifests written before keyed
+hashes hold the bare 32-digit hash; they stay as they are (their SHA-256 is in the receipts), and the purge
+names them in its evidence.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from forgetflow.data import tombstones as keys
+from forgetflow.data.tombstones import TombstoneKey
 from forgetflow.data.version import DatasetVersion
 from forgetflow.errors import DataError
 
@@ -121,8 +129,13 @@ def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def resolve(version: DatasetVersion, batch_id: str, requests: Sequence[RequestRef]) -> Manifest:
-    """Resolve requests to (request, sample) rows; unknown subjects/samples become rows with no sample."""
+def resolve(version: DatasetVersion, batch_id: str, requests: Sequence[RequestRef],
+            key: TombstoneKey | None = None) -> Manifest:
+    """Resolve requests to (request, sample) rows; unknown subjects/samples become rows with no sample.
+
+    ``key`` keys the rows' content hashes (default: ``FORGETFLOW_TOMBSTONE_KEY``).
+    """
+    key = keys.require_key(key)
     table = version.table
     # plain dicts over the table's columns: one pass over the table, then O(1) per request (10,000 requests
     # resolve in well under a second; per-row pandas lookups took ~1 ms each)
@@ -141,7 +154,8 @@ def resolve(version: DatasetVersion, batch_id: str, requests: Sequence[RequestRe
 
     def add(req: RequestRef, sample_id: str | None, fact: tuple[int, str, str] | None) -> None:
         label, split, content_hash = fact if fact is not None else (None, None, None)
-        records.append((req.request_id, req.reason, req.subject_id, sample_id, label, split, content_hash))
+        keyed = key.digest(content_hash) if content_hash is not None else None
+        records.append((req.request_id, req.reason, req.subject_id, sample_id, label, split, keyed))
 
     for req in requests:
         if req.subject_id:

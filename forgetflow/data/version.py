@@ -4,7 +4,8 @@ On disk a version is a folder::
 
     version.json        dataset, version number, parent, fingerprint, shape, classes, counts
     samples.parquet     sample_id, uid, subject_id, label, split, content_hash, shard, offset
-    erased.parquet      every sample erased so far (sample_id, subject_id, content_hash, version, batch_id)
+    erased.parquet      every sample erased so far (sample_id, subject_id, content_hmac, version, batch_id):
+                        the tombstones, naming each erased image by a keyed hash (forgetflow/data/tombstones.py)
     shards/shard-NNNNN.npy   uint8 pixels [n, C, H, W], rows in uid order
 
 Pixels are sharded by uid so that an erasure rewrites only the shards that held erased samples: the
@@ -28,14 +29,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from forgetflow.data import tombstones as keys
 from forgetflow.data.samples import SampleSet
 from forgetflow.data.sources import RawDataset
+from forgetflow.data.tombstones import TombstoneKey
 from forgetflow.errors import DataError
 
 FORMAT = 1
 SPLITS = ("train", "val", "test", "unseen")
 TABLE_COLUMNS = ["sample_id", "uid", "subject_id", "label", "split", "content_hash", "shard", "offset"]
-ERASED_COLUMNS = ["sample_id", "subject_id", "content_hash", "erased_in_version", "batch_id"]
+ERASED_COLUMNS = ["sample_id", "subject_id", "content_hmac", "erased_in_version", "batch_id"]
+# tombstones written before keyed hashes: the bare content hash (converted by ``with_keyed_tombstones``)
+LEGACY_ERASED_COLUMNS = ["sample_id", "subject_id", "content_hash", "erased_in_version", "batch_id"]
 
 
 def content_hash(image: np.ndarray) -> str:
@@ -129,6 +134,32 @@ class DatasetVersion:
             uids=torch.as_tensor(rows["uid"].to_numpy(dtype=np.int64).copy()),
         )
 
+    @property
+    def tombstones_keyed(self) -> bool:
+        """Whether the tombstones name erased images by keyed hash (False: written before keys existed)."""
+        return "content_hmac" in self.erased.columns
+
+    def with_keyed_tombstones(self, key: TombstoneKey) -> "DatasetVersion":
+        """This version with its tombstones keyed by ``key`` (converted when they hold bare hashes).
+
+        Conversion needs no image: the keyed hash is HMAC(key, content hash), and the bare content hash is
+        what old tombstones stored. The table, pixels and fingerprint are unchanged.
+
+        Raises:
+            DataError: the tombstones were keyed with another key.
+        """
+        keys.check_key(self.meta, key, self.label)
+        if self.tombstones_keyed:
+            if len(self.erased) and not self.meta.get("tombstone_key_id"):
+                raise DataError(f"{self.label}: keyed tombstones without a tombstone_key_id in version.json")
+            return self
+        erased = self.erased.copy()
+        erased["content_hmac"] = key.digests(erased["content_hash"].astype(str).tolist())
+        meta = dict(self.meta)
+        meta.update(tombstone_key_id=key.key_id, tombstone_scheme=keys.SCHEME)
+        return DatasetVersion(meta=meta, table=self.table, erased=erased[ERASED_COLUMNS].reset_index(drop=True),
+                              root=self.root, _images=self._images)
+
     def subjects(self) -> list[str]:
         """Ids of the data subjects that own training samples, sorted."""
         train = self.rows("train")
@@ -153,8 +184,12 @@ class DatasetVersion:
                     _link_or_copy(old, tmp / "shards" / name)  # unchanged: identical bytes, one DVC object
                 else:
                     np.save(tmp / "shards" / name, np.ascontiguousarray(block), allow_pickle=False)
+            if len(self.erased) and not self.tombstones_keyed:
+                raise DataError(f"{self.label}: tombstones hold bare content hashes; key them first "
+                                "(DatasetVersion.with_keyed_tombstones)")
             table[TABLE_COLUMNS].to_parquet(tmp / "samples.parquet", index=False)
-            self.erased[ERASED_COLUMNS].reset_index(drop=True).to_parquet(tmp / "erased.parquet", index=False)
+            stones = self.erased if self.tombstones_keyed else _empty_erased()
+            stones[ERASED_COLUMNS].reset_index(drop=True).to_parquet(tmp / "erased.parquet", index=False)
             (tmp / "version.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
             if root.exists():
                 old_dir = root.parent / f".{root.name}.old"
@@ -171,8 +206,17 @@ class DatasetVersion:
         self.table = table
         return root
 
-    def without(self, sample_ids: Iterable[str], batch_id: str) -> "DatasetVersion":
-        """The next version: these training samples removed, their tombstones added, shards compacted."""
+    def without(self, sample_ids: Iterable[str], batch_id: str, key: TombstoneKey | None = None) -> "DatasetVersion":
+        """The next version: these training samples removed, their tombstones added, shards compacted.
+
+        Args:
+            sample_ids: training samples to erase.
+            batch_id: the batch that erases them (recorded in their tombstones).
+            key: the project's tombstone key (default: ``FORGETFLOW_TOMBSTONE_KEY``); tombstones written
+                before keys existed are converted with it.
+        """
+        key = keys.require_key(key)
+        previous = self.with_keyed_tombstones(key).erased
         ids = sorted(set(sample_ids))
         table = self.table.reset_index(drop=True)
         hit = table["sample_id"].isin(ids)
@@ -192,12 +236,12 @@ class DatasetVersion:
             {
                 "sample_id": removed["sample_id"].to_numpy(),
                 "subject_id": removed["subject_id"].to_numpy(),
-                "content_hash": removed["content_hash"].to_numpy(),
+                "content_hmac": key.digests(removed["content_hash"].astype(str).tolist()),
                 "erased_in_version": self.version + 1,
                 "batch_id": batch_id,
             }
         )
-        erased = pd.concat([self.erased, tombstones], ignore_index=True) if len(self.erased) else tombstones
+        erased = pd.concat([previous, tombstones], ignore_index=True) if len(previous) else tombstones
         meta = dict(self.meta)
         meta.update(
             version=self.version + 1,
@@ -207,6 +251,8 @@ class DatasetVersion:
             counts=_counts(keep),
             subjects=int(keep.loc[keep["split"] == "train", "subject_id"].replace("", np.nan).nunique()),
             erased=int(len(erased)),
+            tombstone_key_id=key.key_id,
+            tombstone_scheme=keys.SCHEME,
         )
         meta["fingerprint"] = table_fingerprint(keep)
         return DatasetVersion(meta=meta, table=keep, erased=erased[ERASED_COLUMNS], root=self.root, _images=images)

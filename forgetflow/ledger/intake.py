@@ -18,7 +18,7 @@ from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from forgetflow.config import REASONS
+from forgetflow.ledger.reasons import REASONS
 from forgetflow.errors import LedgerConflict, RequestError
 from forgetflow.ledger.requests import ErasureRequest, make_request
 from forgetflow.ledger.store import Ledger

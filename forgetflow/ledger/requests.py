@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from forgetflow.config import REASONS, IntakeParams
+from forgetflow.config import IntakeParams
 from forgetflow.errors import RequestError
+from forgetflow.ledger.reasons import REASONS
 
 CSV_COLUMNS = ("request_id", "subject_id", "sample_id", "reason", "received_at")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")

@@ -4,6 +4,14 @@ A receipt links request → manifest hash → dataset version → flow run → M
 metrics → verdict. Its ``sha256`` covers its canonical JSON without that field; ``prev_sha256`` is the
 previous receipt's hash, so editing, removing or reordering any receipt breaks the chain. The ledger keeps
 (seq, sha256, prev_sha256, path) of every receipt as a second, independent copy of the chain.
+
+A chain only proves what it still holds: cutting its *end* (the last receipts together with their ledger
+rows), or rewriting the last receipt and its ledger copy, leaves a shorter chain that is intact. So each
+batch **anchors** its part of the chain outside the ledger and the receipts folder (:func:`anchor_of`): the
+head receipt's hash and sequence number and the batch's receipt count go on the batch's MLflow run (tags)
+and into its batch JSON (``state/reports/<batch>/summary.json``). Verification compares the chain with
+every anchor it finds (:func:`check_anchors`) and every ``done`` request with the receipts
+(:func:`check_done`).
 """
 
 from __future__ import annotations
@@ -86,8 +94,79 @@ class Verification:
 LinkCheck = Callable[[dict[str, Any]], list[str]]
 
 
-def verify(rows: Sequence[dict[str, Any]], root: Path, link_checks: Sequence[LinkCheck] = ()) -> Verification:
-    """Check every receipt file against its hash, the chain, the ledger's copy and each link check."""
+def anchor_of(batch_id: str, docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The anchor of one batch's sealed receipts (in chain order): head hash, head and first seq, count."""
+    if not docs:
+        return {"batch_id": batch_id, "count": 0, "head_seq": None, "head_sha256": None, "first_seq": None}
+    return {"batch_id": batch_id, "count": len(docs), "first_seq": int(docs[0]["seq"]),
+            "head_seq": int(docs[-1]["seq"]), "head_sha256": str(docs[-1]["sha256"])}
+
+
+def check_anchors(rows: Sequence[dict[str, Any]], anchors: Sequence[dict[str, Any]]) -> list[str]:
+    """Compare the chain with every batch anchor; one line per disagreement, naming the batch and the anchor.
+
+    Args:
+        rows: the chain (ledger rows: ``seq``, ``sha256``, ``batch_id``), in order.
+        anchors: ``{"batch_id", "count", "head_seq", "head_sha256", "source"}`` each (``source`` names where
+            the anchor was found, e.g. ``MLflow run 3f2a…``).
+    """
+    problems = []
+    by_batch: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_batch.setdefault(str(row.get("batch_id")), []).append(row)
+    anchored = set()
+    for anchor in anchors:
+        batch = str(anchor.get("batch_id"))
+        anchored.add(batch)
+        mine = sorted(by_batch.get(batch, []), key=lambda r: int(r["seq"]))
+        where = f"batch {batch}: its anchor ({anchor.get('source', 'anchor')})"
+        count = int(anchor.get("count") or 0)
+        if not mine and count:
+            problems.append(f"{where} holds {count} receipt(s) ending at receipt {anchor.get('head_seq')}, "
+                            "the chain has none of them (cut from the chain)")
+            continue
+        if len(mine) != count:
+            problems.append(f"{where} holds {count} receipt(s), the chain has {len(mine)} "
+                            f"(receipts {', '.join(str(r['seq']) for r in mine[:10])})")
+        if mine:
+            head = mine[-1]
+            if int(head["seq"]) != int(anchor.get("head_seq") or 0):
+                problems.append(f"{where} ends at receipt {anchor.get('head_seq')}, the chain's last receipt of the "
+                                f"batch is {head['seq']}")
+            elif str(head["sha256"]) != str(anchor.get("head_sha256")):
+                problems.append(f"{where} says receipt {head['seq']} hashes to {str(anchor.get('head_sha256'))[:12]}…, "
+                                f"the chain's receipt {head['seq']} hashes to {str(head['sha256'])[:12]}… (rewritten)")
+    for batch, mine in by_batch.items():
+        if batch not in anchored:
+            problems.append(f"batch {batch}: {len(mine)} receipt(s) (from receipt {mine[0]['seq']}) are not anchored "
+                            "(no MLflow run tag and no batch JSON names its head)")
+    heads = [int(a["head_seq"]) for a in anchors if a.get("head_seq") is not None]
+    if rows and heads and int(rows[-1]["seq"]) < max(heads):
+        problems.append(f"the chain ends at receipt {rows[-1]['seq']}, but an anchor names receipt {max(heads)}: "
+                        "its end was cut")
+    return problems
+
+
+def check_done(rows: Sequence[dict[str, Any]], done_request_ids: Sequence[str]) -> list[str]:
+    """Every ``done`` request has exactly one receipt in the chain."""
+    seqs: dict[str, list[int]] = {}
+    for row in rows:
+        seqs.setdefault(str(row["request_id"]), []).append(int(row["seq"]))
+    problems = []
+    for rid in sorted(done_request_ids):
+        found = seqs.get(rid, [])
+        if not found:
+            problems.append(f"request {rid} is done but has no receipt in the chain")
+        elif len(found) > 1:
+            problems.append(f"request {rid} has {len(found)} receipts (receipts {', '.join(map(str, found))})")
+    return problems
+
+
+def verify(rows: Sequence[dict[str, Any]], root: Path, link_checks: Sequence[LinkCheck] = (),
+           anchors: Sequence[dict[str, Any]] | None = None,
+           done_request_ids: Sequence[str] | None = None) -> Verification:
+    """Check every receipt file against its hash, the chain, the ledger's copy and each link check; then, when
+    given, the chain against the batch anchors and the ``done`` requests (see the module docstring)."""
     result = Verification()
     prev: str | None = None
     for expected_seq, row in enumerate(rows, start=1):
@@ -119,6 +198,10 @@ def verify(rows: Sequence[dict[str, Any]], root: Path, link_checks: Sequence[Lin
             result.problems.extend(f"{where}: {p}" for p in check(doc))
         prev = row["sha256"]
         result.checked += 1
+    if anchors is not None:
+        result.problems.extend(check_anchors(rows, anchors))
+    if done_request_ids is not None:
+        result.problems.extend(check_done(rows, done_request_ids))
     return result
 
 

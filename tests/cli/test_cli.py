@@ -27,11 +27,42 @@ def proj(tmp_path) -> Path:
     return make_project_dir(tmp_path / "p")
 
 
+COMMANDS = ["train", "oracle", "demo", "bench", "tune", "serve", "intake", "purge", "promote", "approve", "rollback",
+            "history", "audit", "report", "status", "methods", "data", "request", "batch", "receipt", "config"]
+
+
 def test_help_and_methods(proj):
+    """``--help`` lists every command (and imports none of the tools); ``methods`` shows the registry."""
+    from forgetflow.methods import METHODS
+
+    out = ff("--help", cwd=proj)
+    assert out.returncode == 0 and out.stderr == ""
+    listed = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("│ ") and len(line.split()) > 2
+              and line.split()[1].isalpha() and not line.split()[1].startswith("-")]
+    assert [c for c in listed if c in COMMANDS] == COMMANDS
+    sub = ff("request", "--help", cwd=proj)
+    assert sub.returncode == 0 and all(f"│ {c} " in sub.stdout for c in ("add", "import", "list", "requeue"))
     out = ff("methods", "--json", cwd=proj)
     assert out.returncode == 0
-    names = {m["name"] for m in json.loads(out.stdout)}
-    assert {"finetune", "neggrad-plus"} <= names
+    names = [m["name"] for m in json.loads(out.stdout)]
+    assert names == METHODS.names()
+    human = ff("methods", cwd=proj)
+    assert human.returncode == 0
+    lines = human.stdout.splitlines()
+    assert lines[0].split() == ["method", "kind", "needs", "presets", "paper"]
+    assert [line.split()[0] for line in lines[1:]] == METHODS.names()
+
+
+def test_help_imports_no_tool():
+    """``forgetflow --help`` stays fast: no Prefect, MLflow, DVC, GX or torch imported to print it."""
+    code = ("import sys\nsys.argv = ['forgetflow', '--help']\nfrom forgetflow.cli import main\ntry:\n    main()\n"
+            "except SystemExit:\n    pass\n"
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'prefect', 'mlflow', 'dvc', 'great_expectations', 'torch', 'pandas', 'sklearn'})\n"
+            "print('HEAVY', heavy, file=sys.stderr)\n")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=120)
+    assert "HEAVY []" in out.stderr, out.stderr[-2000:]
 
 
 def test_bad_import_is_one_line_and_nothing_accepted(proj):

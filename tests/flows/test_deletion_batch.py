@@ -13,7 +13,7 @@ from forgetflow.data import DatasetVersion
 from forgetflow.errors import BatchFailed
 from forgetflow.ledger import parse_csv
 from flows.deletion_batch import STEPS, deletion_batch
-from tasks import audit, tracking, versioning
+from tasks import receipt_audit, tracking, versioning
 
 
 def _file_requests(project, text: str) -> None:
@@ -93,7 +93,7 @@ def test_batch_end_to_end(digits_project, prefect_harness):
     assert doc["mlflow"]["model_version"] == result["model_version"]
     assert doc["manifest"]["sha256"] == result["manifest"]["sha256"]
     assert doc["data_version"]["after"]["version"] == 2
-    assert audit.verify_receipts(project).ok
+    assert receipt_audit.verify_receipts(project).ok
 
     # GPU work is serialised by a Prefect tag concurrency limit
     from prefect.client.orchestration import get_client
@@ -109,7 +109,7 @@ def test_batch_end_to_end(digits_project, prefect_harness):
     edited = json.loads(path.read_text())
     edited["verdict"]["promoted"] = not edited["verdict"]["promoted"]
     path.write_text(json.dumps(edited))
-    problems = audit.verify_receipts(project).problems
+    problems = receipt_audit.verify_receipts(project).problems
     assert any("edited" in p for p in problems)
 
 
@@ -135,7 +135,7 @@ def test_failure_mid_batch_leaves_everything_as_it_was(step, digits_project, pre
     # a rerun succeeds
     result = deletion_batch(params_path=str(project.params_path))
     assert result["status"] == "done" and result["requests"] == ["r1", "r2"]
-    assert audit.verify_receipts(project).ok
+    assert receipt_audit.verify_receipts(project).ok
 
 
 def test_every_drill_step_is_a_flow_step():

@@ -22,7 +22,7 @@ from forgetflow.data import DatasetVersion
 from forgetflow.errors import BatchFailed, PromotionRefused
 from forgetflow.ledger import parse_csv
 from forgetflow.project import Project
-from tasks import audit, tracking
+from tasks import receipt_audit, tracking
 from tasks import promotion as promoting
 from tasks import reporting
 
@@ -79,7 +79,7 @@ def test_failed_gates_keep_a_superseded_champion_which_rollback_refuses(digits_p
     receipt = json.loads((project.root / result["receipts"][0]).read_text())
     assert receipt["decision"]["action"] == "unlearn" and receipt["decision"]["promotion"]["action"] == "keep-champion"
     assert receipt["superseded"] == [{"version": "1", "erased_by_batch": batch}]
-    assert audit.verify_receipts(project).ok
+    assert receipt_audit.verify_receipts(project).ok
 
     # history (the CLI, as a user runs it): every alias move with time, reason and actor; the supersession
     out = ff("history", "--json", cwd=project.root)
@@ -182,7 +182,7 @@ def test_retrain_decision_registers_an_exact_model_and_the_report_tells(digits_p
     with pytest.raises(PromotionRefused, match="version 1 still holds data erased by batch"):
         promoting.rollback(project, None, "undo the retrain", "tester")
 
-    assert audit.verify_receipts(project).ok  # receipts link to the retrain's run and version
+    assert receipt_audit.verify_receipts(project).ok  # receipts link to the retrain's run and version
 
     # the report can be regenerated from the stored records
     (project.root / result["report"]["path"]).unlink()
@@ -208,7 +208,7 @@ def test_unlearning_that_fails_the_gates_is_replaced_by_a_retrain(digits_project
     assert [r["version"] for r in result["superseded"]] == ["1"]
     receipt = json.loads((project.root / result["receipts"][0]).read_text())
     assert receipt["decision"]["rule"] == "gate-failure" and receipt["decision"]["rejected_version"] == "2"
-    assert receipt["mlflow"]["model_version"] == "3" and audit.verify_receipts(project).ok
+    assert receipt["mlflow"]["model_version"] == "3" and receipt_audit.verify_receipts(project).ok
     html = (project.root / result["report"]["path"]).read_text()
     assert "An unlearned model was tried first" in html and "version 2" in html
     assert html.count("data:image/png;base64,") == 3

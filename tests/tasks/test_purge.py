@@ -44,9 +44,18 @@ def independent_scan(folder: Path, erased: set[str]) -> tuple[int, list[str]]:
     return hashed, leaking
 
 
+def bare_hashes(project: Project, version: DatasetVersion) -> set[str]:
+    """The bare content hashes of ``version``'s erased samples (from version 1 as prepared before any strip)."""
+    from forgetflow.data import prepare_version
+
+    v1 = prepare_version(project.params.data, project.root, project.params.seed)
+    return set(v1.table.set_index("sample_id").loc[version.erased["sample_id"], "content_hash"])
+
+
 def _erase(project: Project, n: int, batch_id: str, start: int = 0) -> DatasetVersion:
     version = pipeline.current_version(project)
-    new = version.without(version.rows("train")["sample_id"].iloc[start:start + n].tolist(), batch_id)
+    new = version.without(version.rows("train")["sample_id"].iloc[start:start + n].tolist(), batch_id,
+                          pipeline.tombstone_key(project))
     new.write(project.version_dir)
     versioning.track_and_push(project)
     return DatasetVersion.load(project.version_dir)
@@ -68,7 +77,7 @@ def test_two_erasures_leave_no_erased_content_in_cache_or_remote(project):
     first = purge.run_purge(project, "b1")
     v3 = _erase(project, 7, "b2", start=100)
     second = purge.run_purge(project, "b2")
-    erased = set(v3.erased["content_hash"])
+    erased = bare_hashes(project, v3)
     assert len(erased) == 12
 
     # the purge's own evidence
@@ -76,8 +85,10 @@ def test_two_erasures_leave_no_erased_content_in_cache_or_remote(project):
         assert evidence["scan"]["ok"] and evidence["keep"]["git_history"] == "not kept"
         assert evidence["removed"]["cache"]["count"] >= 3 and evidence["removed"]["remote"]["count"] >= 3
         assert evidence["removed"]["holding_erased_content"]["objects"] >= 2  # a shard and a sample table
-        for store in ("dvc-cache", "dvc-remote", "workspace", "prepared"):
-            assert evidence["scan"]["stores"][store]["erased_content_found"] == 0
+        assert set(evidence["scan"]["stores"]) == {"dvc-cache", "dvc-remote", "dvc-tmp", "workspace", "artifacts",
+                                                   "state", "mlflow"}
+        assert all(s["erased_content_found"] == 0 for s in evidence["scan"]["stores"].values())
+        assert evidence["remaining"] == [] and evidence["tombstones"]["hash"] == "hmac-sha256"
     assert second["scan"]["erased_hashes"] == 12
     assert second["scan"]["stores"]["dvc-cache"]["images_hashed"] == len(v3.table)
     assert second["prepared"]["action"] == "stripped" and second["prepared"]["removed_samples"] == 7
@@ -144,4 +155,4 @@ def test_without_dvc_the_purge_strips_prepared_and_scans_the_folders(tmp_path):
     evidence = purge.run_purge(proj, "b1")
     assert evidence["keep"]["dvc"] is False and evidence["removed"] == {}
     assert evidence["prepared"]["removed_samples"] == 4
-    assert set(evidence["scan"]["stores"]) == {"workspace", "prepared"} and evidence["scan"]["ok"]
+    assert set(evidence["scan"]["stores"]) == {"workspace", "artifacts", "state", "mlflow"} and evidence["scan"]["ok"]

@@ -2,8 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from forgetflow.config import apply_overrides, load_params, parse_override, resolve_sqlalchemy_url
+from forgetflow.config import Params, apply_overrides, load_params, parse_override, resolve_sqlalchemy_url
 from forgetflow.errors import ConfigError
+from forgetflow.ledger.reasons import REASONS
+from forgetflow.project import Project
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,20 +30,47 @@ def test_unknown_key_is_named(tmp_path):
 
 def test_every_method_section_is_validated(tmp_path):
     (tmp_path / "params.yaml").write_text("unlearn: {methods: {finetune: {lr: -1}}}\n")
-    with pytest.raises(ConfigError, match="finetune"):
-        load_params(tmp_path / "params.yaml")
+    with pytest.raises(ConfigError, match=r"unlearn\.methods\.finetune\.lr"):
+        Project.load(tmp_path / "params.yaml")
     (tmp_path / "params.yaml").write_text("unlearn: {methods: {not-a-method: {}}}\n")
     with pytest.raises(ConfigError, match="unknown method 'not-a-method'"):
-        load_params(tmp_path / "params.yaml")
+        Project.load(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("unlearn: {method: mu-miss}\n")
+    with pytest.raises(ConfigError, match=r"unlearn\.method: unknown method 'mu-miss'.*Did you mean mu-mis"):
+        Project.load(tmp_path / "params.yaml")
+
+
+ALL_REASONS = "{privacy: finetune, other: finetune, mislabelled: finetune, poisoned: finetune"
 
 
 def test_unknown_reason_and_method_in_by_reason(tmp_path):
-    (tmp_path / "params.yaml").write_text("unlearn: {by_reason: {privacy: finetun}}\n")
-    with pytest.raises(ConfigError, match="Did you mean finetune"):
-        load_params(tmp_path / "params.yaml")
-    (tmp_path / "params.yaml").write_text("unlearn: {by_reason: {vanity: finetune}}\n")
-    with pytest.raises(ConfigError, match="unknown reason"):
-        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text(f"unlearn: {{by_reason: {ALL_REASONS.replace('privacy: finetune', 'privacy: finetun')}}}}}\n")
+    with pytest.raises(ConfigError, match=r"unlearn\.by_reason\.privacy: .*Did you mean finetune"):
+        Project.load(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text(f"unlearn: {{by_reason: {ALL_REASONS}, vanity: finetune}}}}\n")
+    with pytest.raises(ConfigError, match="unknown reason 'vanity'"):
+        Project.load(tmp_path / "params.yaml")
+
+
+def test_a_partial_by_reason_map_is_refused_at_load_time(tmp_path):
+    """Before: a map without ``poisoned`` loaded, and a poisoned request then failed with a KeyError mid-batch."""
+    (tmp_path / "params.yaml").write_text("unlearn: {by_reason: {privacy: finetune, other: finetune}}\n")
+    with pytest.raises(ConfigError) as err:
+        Project.load(tmp_path / "params.yaml")
+    assert str(err.value) == (f"{(tmp_path / 'params.yaml').resolve()}: unlearn.by_reason: no method for mislabelled, "
+                              "poisoned (every request reason needs one: privacy, mislabelled, poisoned, other)")
+    (tmp_path / "params.yaml").write_text(f"unlearn: {{by_reason: {ALL_REASONS}}}}}\n")
+    assert set(Project.load(tmp_path / "params.yaml").params.unlearn.by_reason) == set(REASONS)
+
+
+def test_the_defaults_map_every_reason_to_a_registered_method():
+    from forgetflow.methods import METHODS
+    from forgetflow.project import check_params
+
+    defaults = Params()
+    assert set(defaults.unlearn.by_reason) == set(REASONS)
+    assert all(METHODS.get(m) for m in defaults.unlearn.by_reason.values())
+    check_params(defaults)
 
 
 def test_bad_override_forms():

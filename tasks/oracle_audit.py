@@ -3,7 +3,7 @@ record the drift (ledger ``quality`` table and an MLflow run), and replace a dri
 
 An audit holds the batch lock (it appears in the ledger's batch list with method ``oracle-audit``), so no
 deletion batch can erase data between the retrain and the replacement. (Receipt verification lives in
-``tasks/audit.py``; this module is about model quality.)
+``tasks/receipt_audit.py``; this module is about model quality.)
 """
 
 from __future__ import annotations
