@@ -9,7 +9,7 @@ regularity, columns = discovery rate).
 Per-sample columns (present when the benchmark ran with reference models): LiRA / RMIA detected = % of
 forget samples above the 1 %-FPR threshold of never-seen test samples under the same model; the oracle's
 cell adds its Clopper–Pearson 95 % interval, pooled over seeds (the target a method should land in);
-|Δ| to oracle = mean absolute difference of a model's per-sample LiRA scores from the oracle's on the forget
+dist. to oracle = mean absolute difference of a model's per-sample LiRA scores from the oracle's on the forget
 set; AUC vs oracle = ROC AUC of those two score sets (0.5 = indistinguishable).
 """
 
@@ -41,7 +41,7 @@ LABELS = {
     "time_ratio": "time / retrain", "mia_unseen_acc": "MIA MUFAC acc", "nomus": "NoMUS", "healed": "Healed %",
     "healed_undiscovered": "Healed undisc. %", "utility": "Utility %", "utility_x_healed": "U×H",
     "lira_detected": "LiRA det. @1 % FPR %", "rmia_detected": "RMIA det. @1 % FPR %",
-    "lira_dist": "LiRA |Δ| to oracle", "lira_auc_vs_oracle": "LiRA AUC vs oracle",
+    "lira_dist": "LiRA dist. to oracle", "lira_auc_vs_oracle": "LiRA AUC vs oracle",
 }
 
 

@@ -24,7 +24,7 @@ def _rows():
 def test_per_sample_columns_and_the_oracle_interval_pooled_over_seeds():
     md = bench_report.markdown(_rows())
     header = next(line for line in md.splitlines() if line.startswith("| method"))
-    for label in ("LiRA det. @1 % FPR %", "RMIA det. @1 % FPR %", "LiRA |Δ| to oracle", "LiRA AUC vs oracle"):
+    for label in ("LiRA det. @1 % FPR %", "RMIA det. @1 % FPR %", "LiRA dist. to oracle", "LiRA AUC vs oracle"):
         assert label in header
     oracle = next(line for line in md.splitlines() if line.startswith("| retrain (oracle)"))
     # 2 + 2 detected of 200 + 200 forget samples: 1 % with the exact interval [0.27, 2.54]
