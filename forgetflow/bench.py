@@ -12,12 +12,13 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from forgetflow.bench_membership import BenchReferences, SampleScores, membership_columns
 from forgetflow.data.splits import Splits, build_splits
 from forgetflow.data.version import DatasetVersion
 from forgetflow.errors import MethodDivergedError
@@ -25,9 +26,13 @@ from forgetflow.methods import METHODS, data_for
 from forgetflow.metrics import Evaluation, compare_to_oracle, evaluate_model
 from forgetflow.models import clone, same_architecture
 from forgetflow.oracle import TrainedModel, forget_hash, train_cached
+from forgetflow.references import ReferenceSet
 from forgetflow.runtime import RunContext, resolve_device
 from forgetflow.scenarios import ScenarioTask, make_task
 from forgetflow.training import Recipe
+
+if TYPE_CHECKING:
+    from forgetflow.config import ReferenceParams
 
 DO_NOTHING = "original"
 RETRAIN = "retrain"
@@ -48,6 +53,9 @@ class Setup:
     max_shadow: int
     original_eval: Evaluation
     oracle_eval: Evaluation | None
+    # per-sample membership (attach_references): the setting's reference views and the oracle's scores
+    refs: BenchReferences | None = None
+    oracle_scores: dict[str, SampleScores] | None = None
 
     def extra(self, model: nn.Module) -> dict[str, float]:
         if self.task.extra_metrics is None:
@@ -116,6 +124,7 @@ def _row(s: Setup, method: str, model: nn.Module, evaluation: Evaluation, second
                            "forget_size": len(s.splits.forget), "seconds": seconds}
     row.update(evaluation.metrics)
     row.update(s.extra(model))
+    row.update(per_sample_columns(s, model, evaluation))
     if s.oracle_eval is not None and s.oracle is not None:
         row.update(compare_to_oracle(evaluation, s.oracle_eval))
         row["retrain_seconds"] = s.oracle.seconds
@@ -135,6 +144,28 @@ def cell_flags(row: dict[str, Any], original_test_acc: float | None) -> list[str
     if ratio is not None and not _isnan(ratio) and ratio > 1.0:
         flags.append(f"slower than retraining ({ratio:.2f} x)")
     return flags
+
+
+def attach_references(s: Setup, refs: ReferenceSet, settings: ReferenceParams, folder: Path | None = None,
+                      out_only: tuple[str, ...] = ()) -> Setup:
+    """Give a setup the setting's reference models: every row then carries the per-sample columns.
+
+    Forget samples the scenario altered (corrupted labels or triggers) are rescored by the checkpoints in
+    ``folder``; ``out_only`` names samples erased before this task (forgetflow/bench_membership.py).
+    """
+    s.refs = BenchReferences.for_splits(refs, settings, s.splits, tuple(s.task.corrupted_ids), folder, s.device,
+                                        out_only)
+    if s.oracle is not None and s.oracle_eval is not None:
+        s.oracle_scores = s.refs.scores(s.oracle.model, s.oracle_eval.forget, s.oracle_eval.test, s.splits, s.device)
+    return s
+
+
+def per_sample_columns(s: Setup, model: nn.Module, evaluation: Evaluation) -> dict[str, Any]:
+    """LiRA / RMIA detected shares at 1 % FPR and the distance to the oracle's scores (none without references)."""
+    if s.refs is None:
+        return {}
+    return membership_columns(s.refs.scores(model, evaluation.forget, evaluation.test, s.splits, s.device),
+                              s.oracle_scores)
 
 
 def reference_rows(s: Setup) -> list[dict[str, Any]]:
@@ -220,13 +251,15 @@ def sequential(
     fraction: float = 0.02,
     max_shadow: int = 5000,
     preset: str | None = "auto",
+    references: tuple[ReferenceSet, ReferenceParams, Path | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Five (``steps``) deletion batches in a row, each measured against its own retrained oracle.
 
     Batch k forgets a fresh random ``fraction`` of the training split; the model after batch k-1 is the
     starting point of batch k; the retain set of batch k excludes everything forgotten so far, and the
     forget set it is evaluated on is the union of every batch so far (so a rebound of forgotten knowledge
-    shows). Oracle k is trained from scratch on retain k (cached). Rows carry ``step``.
+    shows). Oracle k is trained from scratch on retain k (cached). Rows carry ``step``. With ``references``
+    (set, attack settings, checkpoint folder) every row carries the per-sample columns.
     """
     from forgetflow.data.splits import build_splits as _build
 
@@ -249,6 +282,8 @@ def sequential(
         fake_task = ScenarioTask("sequential", version, forgotten, "privacy", {"step": step, "fraction": fraction})
         s = Setup(fake_task, splits, original, oracle, recipe, seed, dev, max_shadow,
                   evaluate_model(original.model, splits, dev, max_shadow=max_shadow, seed=seed), oracle_eval)
+        if references is not None:
+            attach_references(s, *references)
         if step == 1:
             rows.extend({**r, "step": 0} for r in reference_rows(s)[:1])
         rows.append({**_row(s, RETRAIN, oracle.model, oracle_eval, oracle.seconds), "step": step})

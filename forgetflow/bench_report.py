@@ -1,8 +1,16 @@
 """Benchmark outputs: per-run CSV, aggregated Markdown tables (mean ± std over seeds) and plots.
 
 Plots (matplotlib, Agg backend): accuracy of every method next to the oracle's; forget-set loss
-histograms of each method against the oracle's; for the corrupted-data grid, REM-style heat-maps of
-Utility x Healed (rows = regularity, columns = discovery rate).
+histograms of each method against the oracle's; with reference models, the per-sample LiRA score
+distributions of the forget set (original, oracle and every method, the oracle's drawn under each) with the
+1 %-FPR threshold; for the corrupted-data grid, REM-style heat-maps of Utility x Healed (rows =
+regularity, columns = discovery rate).
+
+Per-sample columns (present when the benchmark ran with reference models): LiRA / RMIA detected = % of
+forget samples above the 1 %-FPR threshold of never-seen test samples under the same model; the oracle's
+cell adds its Clopper–Pearson 95 % interval, pooled over seeds (the target a method should land in);
+dist. to oracle = mean absolute difference of a model's per-sample LiRA scores from the oracle's on the forget
+set; AUC vs oracle = ROC AUC of those two score sets (0.5 = indistinguishable).
 """
 
 from __future__ import annotations
@@ -15,14 +23,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from forgetflow.bench import DO_NOTHING, RETRAIN, aggregate
+from forgetflow.bench_membership import clopper_pearson
 
+PER_SAMPLE = ["lira_detected", "rmia_detected", "lira_dist", "lira_auc_vs_oracle"]
 COLUMNS = {
     "privacy": ["forget_acc", "retain_acc", "test_acc", "mia_efficacy", "mia_entropy", "mia_auc", "avg_gap",
-                "avg_gap_mumis", "kl_forget_to_oracle", "seconds", "time_ratio"],
+                "avg_gap_mumis", "kl_forget_to_oracle", *PER_SAMPLE, "seconds", "time_ratio"],
     "subject": ["forget_acc", "retain_acc", "test_acc", "mia_efficacy", "mia_auc", "mia_unseen_acc", "nomus", "avg_gap",
-                "avg_gap_mumis", "seconds", "time_ratio"],
-    "corrupted": ["healed", "healed_undiscovered", "utility", "utility_x_healed", "forget_acc", "test_acc", "seconds",
-                  "time_ratio"],
+                "avg_gap_mumis", *PER_SAMPLE, "seconds", "time_ratio"],
+    "corrupted": ["healed", "healed_undiscovered", "utility", "utility_x_healed", "forget_acc", "test_acc",
+                  *PER_SAMPLE, "seconds", "time_ratio"],
 }
 LABELS = {
     "forget_acc": "FA %", "retain_acc": "RA %", "test_acc": "TA %", "mia_efficacy": "MIA-eff. (SalUn SVC) %",
@@ -30,6 +40,8 @@ LABELS = {
     "avg_gap_mumis": "gap (MU-Mis)", "kl_forget_to_oracle": "KL forget→oracle", "seconds": "time s",
     "time_ratio": "time / retrain", "mia_unseen_acc": "MIA MUFAC acc", "nomus": "NoMUS", "healed": "Healed %",
     "healed_undiscovered": "Healed undisc. %", "utility": "Utility %", "utility_x_healed": "U×H",
+    "lira_detected": "LiRA det. @1 % FPR %", "rmia_detected": "RMIA det. @1 % FPR %",
+    "lira_dist": "LiRA dist. to oracle", "lira_auc_vs_oracle": "LiRA AUC vs oracle",
 }
 
 
@@ -63,7 +75,8 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 def _fmt(mean: float, std: float, key: str) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "–"
-    digits = 3 if key in ("mia_auc", "mia_unseen_acc", "nomus", "time_ratio", "kl_forget_to_oracle") else 2
+    digits = 3 if key in ("mia_auc", "mia_unseen_acc", "nomus", "time_ratio", "kl_forget_to_oracle", "lira_dist",
+                          "lira_auc_vs_oracle") else 2
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
 
 
@@ -90,18 +103,44 @@ def markdown(rows: Sequence[dict[str, Any]], group: str = "scenario") -> str:
             name = {"original": "original (do nothing)", "retrain": "retrain (oracle)"}.get(a["method"], a["method"])
             if a["method"] in notes:
                 name += " ⚠"
-            out.append(f"| {name} | " + " | ".join(_fmt(a[c], a[f'{c}_std'], c) for c in cols) + " |")
+            cells = [_fmt(a[c], a[f'{c}_std'], c) for c in cols]
+            if a["method"] == RETRAIN:
+                cells = [cell + _oracle_interval(sub, c) for cell, c in zip(cells, cols)]
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
         for method, reasons in notes.items():
             out.append(f"\n⚠ {method}: " + "; ".join(reasons))
         out.append("")
     return "\n".join(out)
 
 
-def write_markdown(rows: Sequence[dict[str, Any]], path: Path, title: str, command: str, runner: str) -> str:
-    """Write ``results.md`` (title, the command, the runner, the tables); returns the tables."""
+def _oracle_interval(rows: Sequence[dict[str, Any]], key: str) -> str:
+    """`` [lo, hi]``: the oracle's detected share's 95 % interval pooled over seeds (empty for other columns)."""
+    if not key.endswith("_detected"):
+        return ""
+    oracle = [r for r in rows if r["method"] == RETRAIN and f"{key}_count" in r]
+    if not oracle:
+        return ""
+    count = sum(int(r[f"{key}_count"]) for r in oracle)
+    n = sum(int(r["forget_size"]) for r in oracle)
+    lo, hi = clopper_pearson(count, n)
+    return f" [{lo:.2f}, {hi:.2f}]"
+
+
+def write_markdown(rows: Sequence[dict[str, Any]], path: Path, title: str, command: str, runner: str,
+                   setting: str | None = None) -> str:
+    """Write ``results.md`` (title, the command, the setting, the runner, the load average, the tables).
+
+    The load average is read when the file is written, at the end of the run: wall times depend on it.
+    Returns the tables.
+    """
+    import os
+
     tables = markdown(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# {title}\n\nCommand: `{command}`  \nRunner: {runner}\n\n{tables}\n")
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines = [f"Command: `{command}`", *([f"Setting: {setting}"] if setting else []), f"Runner: {runner}",
+             f"Load average at the end (1/5/15 min): {load}"]
+    path.write_text(f"# {title}\n\n" + "  \n".join(lines) + f"\n\n{tables}\n")
     return tables
 
 
@@ -134,6 +173,9 @@ def plots(rows: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
             hist = _loss_histograms(plt, sub, label, folder / f"forget-loss-{safe}.png")
             if hist:
                 written.append(hist)
+        scores = _score_histograms(plt, sub, label, folder / f"forget-lira-{safe}.png")
+        if scores:
+            written.append(scores)
     grid = [r for r in rows if family(r["scenario"]) == "corrupted" and "utility_x_healed" in r]
     if grid:
         written.append(_heatmap(plt, grid, folder / "rem-heatmap.png"))
@@ -182,6 +224,40 @@ def _loss_histograms(plt, rows, label, path: Path) -> Path | None:
     for ax in list(axes.flat)[len(methods):]:
         ax.axis("off")
     fig.suptitle(f"forget-set loss vs the oracle's — {label} (seed {seed0})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _score_histograms(plt, rows, label, path: Path, attack: str = "lira") -> Path | None:
+    """Per-sample attack scores of the forget set: one panel per model (original first), the oracle's under each."""
+    seed0 = min(r["seed"] for r in rows)
+    runs = {r["method"]: r for r in rows if r["seed"] == seed0 and f"_{attack}_forget" in r}
+    if RETRAIN not in runs:
+        return None
+    methods = [m for m in runs if m != RETRAIN]
+    methods.sort(key=lambda m: m != DO_NOTHING)
+    if not methods:
+        return None
+    oracle = np.asarray(runs[RETRAIN][f"_{attack}_forget"], float)
+    every = np.concatenate([np.asarray(r[f"_{attack}_forget"], float) for r in runs.values()])
+    lo, hi = np.quantile(every, [0.005, 0.995])
+    bins = np.linspace(lo, hi + 1e-6, 40)
+    cols = min(4, len(methods))
+    nrows = math.ceil(len(methods) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.4 * nrows), squeeze=False)
+    for ax, method in zip(axes.flat, methods):
+        r = runs[method]
+        ax.hist(np.clip(oracle, lo, hi), bins=bins, alpha=0.5, label="oracle", density=True)
+        ax.hist(np.clip(np.asarray(r[f"_{attack}_forget"], float), lo, hi), bins=bins, alpha=0.5, label=method,
+                density=True)
+        ax.axvline(r[f"_{attack}_threshold"], color="k", linestyle="--", linewidth=1, label="1 % FPR")
+        ax.set_title(f"{method}: {r[f'{attack}_detected']:.1f} % detected", fontsize=9)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(methods):]:
+        ax.axis("off")
+    fig.suptitle(f"{attack.upper()} scores of the forget set vs the oracle's — {label} (seed {seed0})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -25,12 +25,17 @@ def bench(
                                                    "default: params.yaml runner")] = None,
     dask: Annotated[Optional[str], typer.Option(help="Dask scheduler address: fan out through prefect-dask; "
                                                 "default: params.yaml runner")] = None,
+    setting: Annotated[str, typer.Option(help="benchmark setting: default, memorising or a setting .yaml file "
+                                              "(forgetflow/settings/)")] = "default",
+    per_sample: Annotated[bool, typer.Option(help="train/load the setting's reference models and add the per-sample "
+                                                  "LiRA/RMIA columns")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
 ) -> None:
     """Benchmark methods against the retrained oracle: tables (Markdown + CSV), plots, MLflow runs."""
     import datetime as dt
 
     from forgetflow import bench_report
+    from forgetflow.bench_settings import load_setting
     from forgetflow.methods import METHODS
     from forgetflow.scenarios import SCENARIOS
 
@@ -40,8 +45,10 @@ def bench(
         METHODS.get(m)
     if scenario != "sequential":
         SCENARIOS.get(scenario)
+    bench_setting = load_setting(setting)  # a bad name or file fails here, before any work
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = f"{dataset}-{scenario}-{stamp}"
+    name = (f"{dataset}-{bench_setting.name}-{scenario}-{stamp}" if bench_setting.name != "default"
+            else f"{dataset}-{scenario}-{stamp}")
     folder = out or proj.state_dir / "bench" / name
     with stdout_to_stderr(True):
         from flows import runners
@@ -52,14 +59,16 @@ def bench(
         runner_label = runners.describe(chosen)
         rows = benchmark.with_options(task_runner=runners.task_runner(chosen))(
             params_path=str(proj.params_path), overrides=overrides(), dataset=dataset, scenario=scenario,
-            methods=names, seeds=seeds, options=kv(option), grid=kv(grid, lists=True))
+            methods=names, seeds=seeds, options=kv(option), grid=kv(grid, lists=True), setting=setting,
+            per_sample=per_sample)
         if scenario == "sequential":
             for r in rows:
                 r["scenario"] = f"sequential step {r['step']}"
         table, run_id = publish_results(
             proj, name, folder, rows, runner_label,
-            {"dataset": dataset, "scenario": scenario, "methods": names, "seeds": seeds, "options": kv(option),
-             "grid": kv(grid, lists=True), "command": command_line(), "runner": runner_label})
+            {"dataset": dataset, "setting": bench_setting.name, "scenario": scenario, "methods": names,
+             "seeds": seeds, "per_sample": per_sample, "options": kv(option), "grid": kv(grid, lists=True),
+             "command": command_line(), "runner": runner_label})
     if as_json:
         emit(bench_report.table_rows(rows), True)
     else:

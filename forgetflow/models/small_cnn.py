@@ -15,7 +15,7 @@ class SmallCNN(nn.Module):
     widening) addresses layers by these names. ReLUs are not in-place, so double backward (MU-Mis) works.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16) -> None:
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16, head: int = 128) -> None:
         super().__init__()
         w = width
         self.conv1 = nn.Conv2d(in_channels, w, 3, padding=1, bias=False)
@@ -27,8 +27,8 @@ class SmallCNN(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.gap = nn.AdaptiveAvgPool2d(2)
         self.act = nn.ReLU()
-        self.fc1 = nn.Linear(4 * w * 4, 128)
-        self.fc2 = nn.Linear(128, num_classes)
+        self.fc1 = nn.Linear(4 * w * 4, head)
+        self.fc2 = nn.Linear(head, num_classes)
 
     def features(self, x):
         """Penultimate features (the input of ``fc2``)."""
@@ -43,9 +43,14 @@ class SmallCNN(nn.Module):
 
 
 @register_model("small-cnn")
-def small_cnn(in_channels: int = 1, num_classes: int = 10, image_size: int = 28, width: int = 16) -> nn.Module:
-    """The default architecture; ``image_size`` is accepted for a uniform builder signature."""
-    return SmallCNN(in_channels=in_channels, num_classes=num_classes, width=width)
+def small_cnn(in_channels: int = 1, num_classes: int = 10, image_size: int = 28, width: int = 16,
+              head: int = 128) -> nn.Module:
+    """The default architecture; ``image_size`` is accepted for a uniform builder signature.
+
+    ``head`` is the width of the hidden layer of the MLP head (fc1's outputs); benchmark settings that
+    want a model with more capacity to memorise widen it (forgetflow/settings/).
+    """
+    return SmallCNN(in_channels=in_channels, num_classes=num_classes, width=width, head=head)
 
 
 def _widen(model: nn.Module) -> list[Widening]:

@@ -4,6 +4,8 @@
 import csv
 import json
 
+import pytest
+
 from tests.cli.test_cli import ff
 from tests.conftest import make_project_dir
 
@@ -13,7 +15,7 @@ def test_bench_corrupted_grid_writes_tables_plots_and_heatmap(tmp_path):
     out_dir = tmp_path / "out"
     out = ff("bench", "--dataset", "digits", "--scenario", "corrupted", "--methods", "rem,finetune", "--seeds", "1",
              "--option", "size=100", "--grid", "regularity=backdoor", "--grid", "discovery=0.5,1.0",
-             "--out", str(out_dir), "--json", cwd=proj)
+             "--out", str(out_dir), "--no-per-sample", "--json", cwd=proj)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads(out.stdout)
     cells = {(r["opt_regularity"], r["opt_discovery"]) for r in rows}
@@ -32,8 +34,31 @@ def test_bench_corrupted_grid_writes_tables_plots_and_heatmap(tmp_path):
     # a second run reuses the cached originals and oracles: the retrain rows report the same training time
     again = ff("bench", "--dataset", "digits", "--scenario", "corrupted", "--methods", "finetune", "--seeds", "1",
                "--option", "size=100", "--grid", "regularity=backdoor", "--grid", "discovery=0.5",
-               "--out", str(tmp_path / "out2"), "--json", cwd=proj)
+               "--out", str(tmp_path / "out2"), "--no-per-sample", "--json", cwd=proj)
     assert again.returncode == 0, again.stderr[-2000:]
     first = next(r for r in rows if r["method"] == "retrain" and r["opt_discovery"] == 0.5)
     second = next(r for r in json.loads(again.stdout) if r["method"] == "retrain")
     assert second["seconds"] == first["seconds"]
+
+
+@pytest.mark.slow
+def test_bench_with_a_setting_adds_per_sample_columns_the_oracle_target_and_score_plots(tmp_path):
+    proj = make_project_dir(tmp_path / "p")
+    (proj / "tiny.yaml").write_text("name: tiny\ndata: {pool: 300}\nmodel: {options: {head: 64}}\n"
+                                    "train: {epochs: 8, batch_size: 32, weight_decay: 0.0}\nreferences: {k: 4}\n")
+    out_dir = tmp_path / "out"
+    out = ff("bench", "--dataset", "digits", "--setting", "tiny.yaml", "--scenario", "random", "--methods", "finetune",
+             "--seeds", "1", "--out", str(out_dir), "--json", cwd=proj)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out.stdout)
+    assert {r["method"] for r in rows} == {"original", "retrain", "finetune"}
+    assert all(r["setting"] == "tiny" and r["forget_size"] == 30 for r in rows)  # 10 % of the 300-sample pool
+    md = (out_dir / "results.md").read_text()
+    assert "Setting: tiny" in md and "Load average" in md
+    assert "LiRA det. @1 % FPR %" in md and "LiRA AUC vs oracle" in md
+    oracle_line = next(line for line in md.splitlines() if line.startswith("| retrain (oracle)"))
+    assert " [" in oracle_line  # the oracle's detected share with its 95 % interval: the target
+    assert (out_dir / "forget-lira-random.png").stat().st_size > 1000
+
+    bad = ff("bench", "--dataset", "digits", "--setting", "nope", "--methods", "finetune", cwd=proj)
+    assert bad.returncode != 0 and "nope" in bad.stderr and "Traceback" not in bad.stderr

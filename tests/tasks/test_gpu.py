@@ -23,7 +23,7 @@ def test_a_method_unlearns_on_cuda(digits_random):
     s = digits_random.splits
     data = data_for(spec, s.forget, s.retain, s.num_classes, digits_random.recipe)
     run = RunContext.create(0, "cuda")
-    model = spec.unlearn(clone(digits_random.original.model).to(run.device), data, spec.resolve(None, {"epochs": 1}), run)
+    model = spec.unlearn(clone(digits_random.original.model).to(run.device), data, spec.resolve(None, {"forget_passes": 1.0}), run)
     assert {p.device.type for p in model.parameters()} == {"cuda"}
     assert same_architecture(model.cpu(), digits_random.original.model)
     assert all(torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point())
