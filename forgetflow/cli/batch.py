@@ -91,8 +91,8 @@ def demo() -> None:
     from flows.deletion_batch import deletion_batch
     from tasks import reporting
 
-    say("deletion batch: claim → validate (GX) → unlearn → evaluate vs retrained oracle → register → gate → "
-        "promote → erase (DVC) → receipts")
+    say("deletion batch: claim → validate (GX) → unlearn → evaluate + membership evidence per request → register → "
+        "gate → promote → erase (DVC) → purge → receipts")
     outcome = deletion_batch(params_path=str(proj.params_path), overrides=overrides())
     if outcome.get("batch_id") and outcome.get("status") == "done":
         reporting.write_batch_json(proj, outcome)

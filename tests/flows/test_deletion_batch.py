@@ -58,7 +58,7 @@ def test_batch_end_to_end(digits_project, prefect_harness):
 
     # the cost gate compares wall times (unlearning vs retraining) and so depends on the machine's load: off
     # here, so that the outcome is fixed by the seed (test_promotion.py covers the gates that refuse)
-    result = deletion_batch(params_path=str(project.params_path), overrides={"gates.cost": False})
+    result = deletion_batch(params_path=str(project.params_path), overrides={"gates.cost.enabled": False})
 
     assert result["status"] == "done"
     assert result["requests"] == ["r1", "r2"]

@@ -46,7 +46,7 @@ def test_stages_are_recorded_and_stay_clean_through_a_batch(tmp_path, prefect_ha
     subject = version.subjects()[0]
     project.open_ledger().add(parse_csv("request_id,subject_id,sample_id,reason,received_at\n"
                                         f"r1,{subject},,privacy,2026-11-01T10:00:00Z\n"), source="import")
-    result = deletion_batch(params_path=str(project.params_path), overrides={"gates.cost": False})
+    result = deletion_batch(params_path=str(project.params_path), overrides={"gates.cost.enabled": False})
     assert result["status"] == "done"
     assert result["pipeline_recorded"] == ["prepare", "train_original", "train_oracle"]
     assert versioning.pipeline_status(project) == {}
