@@ -354,8 +354,9 @@ class ReferenceParams(Strict):
         "train", description="a batch that finds no usable reference set: train one (and say so) or go without")
     lira_mode: Literal["auto", "online", "offline"] = Field(
         "auto", description="LiRA: online needs usable IN references for every scored sample; auto picks it then")
-    lira_variance: Literal["auto", "global", "per-sample"] = Field(
-        "auto", description="LiRA: one pooled variance, each sample's own, or auto (own only with lira_min_own references)")
+    lira_variance: Literal["auto", "global", "binned", "per-sample"] = Field(
+        "auto", description="LiRA: one pooled variance, pooled per stratum of the sample's mean (binned), each "
+                            "sample's own, or auto (own with lira_min_own references, else one pooled)")
     lira_min_own: int = Field(16, ge=2, description="LiRA auto variance: per-sample only when every sample has this "
                                                     "many usable references on the side in question")
     rmia_gamma: float = Field(1.0, gt=0, description="RMIA: likelihood-ratio threshold gamma against population samples")

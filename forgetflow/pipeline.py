@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from torch import nn
 
 from forgetflow.data import DatasetVersion, Manifest, RequestRef, build_splits, load_version, prepare_version, resolve
-from forgetflow.data.purge import strip_erased
+from forgetflow.data.purge import strip_erased, targets_of
 from forgetflow.data.splits import Splits
 from forgetflow.data.tombstones import TombstoneKey, load_key
 from forgetflow.errors import DataError
@@ -45,7 +45,8 @@ def prepare(project: Project, force: bool = False) -> DatasetVersion:
         return load_version(project.prepared_dir)
     version = prepare_version(project.params.data, project.root, project.params.seed)
     if project.params.purge.prepared == "strip" and (project.version_dir / "version.json").exists():
-        version = strip_erased(version, load_version(project.version_dir).erased) or version
+        current = load_version(project.version_dir)
+        version = strip_erased(version, current, targets_of(current, tombstone_key(project))) or version
     version.write(project.prepared_dir)
     return version
 

@@ -117,13 +117,20 @@ def record_pipeline(project: Project) -> list[str]:
     * ``train_oracle``: the batch's oracle was trained on exactly the new version's training samples, so it
       is written as the stage's output, when it is cached (else the stage stays to be reproduced).
 
-    Nothing happens in a project whose pipeline never ran (no dvc.lock).
+    A stage whose output the purge deleted (``purge.models``: the original's weights held erased samples) is
+    not recorded: there is nothing to record, and ``dvc status`` rightly shows it due (reproducing it trains an
+    original on the current version, which holds no erased sample). ``train_references`` is never recorded
+    here: the batch used the references of an earlier version (erased samples OUT only) and the next audit or
+    ``dvc repro`` trains the current version's. Nothing happens in a project whose pipeline never ran (no
+    dvc.lock).
     """
     from forgetflow import pipeline
 
     if not has_pipeline(project) or not (project.root / "dvc.lock").exists():
         return []
-    stages = ["prepare", "train_original"]
+    stages = ["prepare"]
+    if (project.models_dir / "original.pt").exists():
+        stages.append("train_original")
     if pipeline.write_oracle(project, train=False) is not None:
         stages.append("train_oracle")
     with _quiet(), contextlib.chdir(project.root):

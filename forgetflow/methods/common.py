@@ -88,7 +88,7 @@ def cosine_steps(optimizer: torch.optim.Optimizer, steps: int, loss_at: Callable
         loss = loss_at(i)
         training.step(optimizer, loss)
         scheduler.step()
-        if i % log_every == 0:
+        if i % log_every == 0 or i == steps - 1:  # and the last step: a short run still has a curve
             run.report(metric, loss.item(), i)
 
 

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _project_with_the_pipeline(folder: Path) -> Project:
     """A digits project with the repository's dvc.yaml; its code dependencies point at this checkout."""
-    root = make_project_dir(folder)
+    root = make_project_dir(folder, "references: {k: 4, seed: 0}\n")  # a stage reads this section by name
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
     for stage in spec["stages"].values():
         stage["deps"] = [str(REPO / d) if d.split("/")[0] == "forgetflow" else d for d in stage["deps"]]
@@ -36,7 +36,7 @@ def test_stages_are_recorded_and_stay_clean_through_a_batch(tmp_path, prefect_ha
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # the stage commands run this checkout's forgetflow
     project = _project_with_the_pipeline(tmp_path / "p")
 
-    assert versioning.reproduce(project) == ["prepare", "train_original", "train_oracle"]
+    assert versioning.reproduce(project) == ["prepare", "train_original", "train_oracle", "train_references"]
     assert (project.root / "dvc.lock").exists() and versioning.pipeline_status(project) == {}
     oracle = json.loads((project.models_dir / "oracle.json").read_text())
     assert oracle["cached"] and oracle["erased_total"] == 0  # nothing erased yet: the original is the oracle
@@ -46,11 +46,15 @@ def test_stages_are_recorded_and_stay_clean_through_a_batch(tmp_path, prefect_ha
     subject = version.subjects()[0]
     project.open_ledger().add(parse_csv("request_id,subject_id,sample_id,reason,received_at\n"
                                         f"r1,{subject},,privacy,2026-11-01T10:00:00Z\n"), source="import")
-    result = deletion_batch(params_path=str(project.params_path), overrides={"gates.cost.enabled": False})
+    # with an oracle in the batch (evaluate.oracle: true) the batch records it as the stage's output
+    result = deletion_batch(params_path=str(project.params_path),
+                            overrides={"gates.cost.enabled": False, "evaluate.oracle": True})
     assert result["status"] == "done"
-    assert result["pipeline_recorded"] == ["prepare", "train_original", "train_oracle"]
-    assert versioning.pipeline_status(project) == {}
-    assert versioning.reproduce(project) == []
+    # the purge deleted the original's weights (they hold the erased samples: purge.models), so that stage is due,
+    # and the references are of version 1 (the batch used them, erased samples OUT only): nothing else is
+    assert not (project.models_dir / "original.pt").exists()
+    assert result["pipeline_recorded"] == ["prepare", "train_oracle"]
+    assert set(versioning.pipeline_status(project)) == {"train_original", "train_references"}
     oracle = json.loads((project.models_dir / "oracle.json").read_text())
     assert oracle["dataset_version"] == 2 and oracle["cached"]  # the batch's own oracle, not a new training
 

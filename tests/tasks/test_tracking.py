@@ -131,7 +131,8 @@ def test_training_and_unlearning_curves_reach_their_runs(digits_project):
                                         RunContext.create(0, "cpu", report=steps))
     assert steps.records and all(key == "unlearn/loss" for key, _, _ in steps.records)
     target = tracking.log_run(project, "steps", {}, {}, {})
-    more = [("unlearn/loss", 1.0 / step, step) for step in range(len(steps.records), 2500)]  # > one request (1000)
+    first = max(step for _, _, step in steps.records) + 1
+    more = [("unlearn/loss", 1.0 / step, step) for step in range(first, 2500)]  # > one request (1000)
     tracking.log_steps(project, target, steps.records + more)
     logged = c.get_metric_history(target, "unlearn/loss")
     assert sorted((m.step, m.value) for m in logged) == [(step, value) for _, value, step in steps.records + more]

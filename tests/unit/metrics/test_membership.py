@@ -214,3 +214,26 @@ def test_rmia_scores_of_non_members_are_near_uniform_and_members_stand_out():
     scores, _ = rmia_scores(target, refs, none, ones, z_target, z_refs, np.ones((k, m), bool), 1.0, 0.3, "offline")
     assert scores[~is_member].mean() == pytest.approx(0.5, abs=0.03)
     assert roc_auc(scores[is_member], scores[~is_member]) > 0.85
+
+
+def test_binned_variance_keeps_hard_non_members_at_the_nominal_rate():
+    # easy samples (high mean, spread 0.5) and hard ones (low mean, spread 2.0), 2 OUT references each;
+    # the targets are non-members drawn like a new reference: each offline z should exceed 2.326 1 % of the time
+    rng = np.random.default_rng(0)
+    n_easy, n_hard = 4000, 1000
+    mu = np.r_[rng.normal(4.0, 0.5, n_easy), rng.normal(-1.0, 0.5, n_hard)]
+    spread = np.r_[np.full(n_easy, 0.5), np.full(n_hard, 2.0)]
+    refs = mu + spread * rng.normal(size=(2, mu.size))
+    target = mu + spread * rng.normal(size=mu.size)
+    out, ones = np.zeros_like(refs, bool), np.ones_like(refs, bool)
+    hard = slice(n_easy, None)
+    pooled, _ = lira_scores(target, refs, out, ones, "offline", "global")
+    binned, _ = lira_scores(target, refs, out, ones, "offline", "binned")
+    assert (pooled[hard] > 2.326).mean() > 0.08  # one variance for all: hard non-members look like members
+    assert (binned[hard] > 2.326).mean() < 0.025  # per stratum of the mean: near the nominal 1 %
+    assert (binned > 2.326).mean() == pytest.approx(0.01, abs=0.006)
+    auto, _ = lira_scores(target, refs, out, ones, "offline", "auto")
+    assert np.array_equal(auto, pooled)  # auto with 2 references a side: one pooled variance (the default)
+    few, _ = lira_scores(target[:150], refs[:, :150], out[:, :150], ones[:, :150], "offline", "binned")
+    assert np.array_equal(few, lira_scores(target[:150], refs[:, :150], out[:, :150], ones[:, :150], "offline",
+                                           "global")[0])  # too few samples for two strata: the pooled variance
