@@ -28,6 +28,8 @@ def _project_with_the_pipeline(folder: Path) -> Project:
     for stage in spec["stages"].values():
         stage["deps"] = [str(REPO / d) if d.split("/")[0] == "forgetflow" else d for d in stage["deps"]]
     (root / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    # the repository's own .gitignore, as `make demo` meets it (DVC refuses to write a git-ignored dvc.lock)
+    (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
     return Project.load(root / "params.yaml")
 
 
