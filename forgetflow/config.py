@@ -171,7 +171,7 @@ class UnlearnParams(Strict):
 
     method: str = Field("auto", description="a registered method, or auto = chosen from the request reasons")
     by_reason: dict[str, str] = Field(
-        default_factory=lambda: {"privacy": "aru", "other": "aru", "mislabelled": "rem", "poisoned": "rem"},
+        default_factory=lambda: {"privacy": "aru", "other": "aru", "mislabelled": "neggrad-plus", "poisoned": "neggrad-plus"},
         description="the method for each request reason (every reason needs one); the defaults are the methods "
         "measured best for each kind of request (docs/results.md)")
     preset: str | None = Field("auto", description="scenario preset; auto = from the reasons; null = none")
