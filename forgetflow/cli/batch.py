@@ -129,15 +129,25 @@ def render_batch(r: dict[str, Any]) -> str:
              f"with {r['method']}"]
     for k, v in (r.get("quarantined") or {}).items():
         lines.append(f"  quarantined {k}: {v}")
-    nan = float("nan")
-    lines.append(table([("metric", "left"), ("unlearned", "right"), ("oracle", "right"), ("before", "right")],
-                       [(label, f"{m.get(k, nan):.3f}", f"{o.get(k, nan):.3f}", f"{before.get(k, nan):.3f}")
-                        for k, label in METRIC_ROWS], indent=2))
+    def cell(values: dict[str, Any], key: str) -> str:
+        return f"{values[key]:.3f}" if values.get(key) is not None else "-"
+
+    columns = [("metric", "left"), ("unlearned", "right")] + ([("oracle", "right")] if o else []) + [("before", "right")]
+    lines.append(table(columns, [(label, cell(m, k), *([cell(o, k)] if o else []), cell(before, k))
+                                 for k, label in METRIC_ROWS], indent=2))
+    if not o:
+        lines.append("  (no oracle per batch: evaluate.oracle is off; the evidence below and the oracle audit judge it)")
     if r.get("avg_gap") is not None:
         lines.append(f"  avg gap to oracle: {r['avg_gap']:.3f} (SalUn: FA, RA, TA, MIA-efficacy), "
                      f"{r['avg_gap_mumis']:.3f} (MU-Mis: RA, FA, TA)")
     s = r["seconds"]
-    lines.append(f"  time: unlearn {s.get('unlearn', 0):.1f} s, oracle {s.get('oracle', 0):.1f} s, total {s.get('total', 0):.1f} s")
+    oracle_time = f", oracle {s['oracle']:.1f} s" if s.get("oracle") else ""
+    verify_time = f", verification {s['verify']:.2f} s" if s.get("verify") is not None else ""
+    lines.append(f"  time: unlearn {s.get('unlearn', 0):.1f} s{verify_time}{oracle_time}, total {s.get('total', 0):.1f} s")
+    ev = r.get("evidence") or {}
+    for req in ev.get("requests") or []:
+        lines.append(f"  evidence {req['request_id']}: {req['verdict']} (adjusted p {req['adjusted_p']:.3g}, "
+                     f"{req['samples']} sample(s); before: {req.get('before_verdict') or '-'})")
     gates = ", ".join(f"{k} {'off' if not v.get('enabled', True) else 'ok' if v['passed'] else 'FAIL'}"
                       for k, v in r["gates"].items())
     decision, promotion = r.get("decision") or {}, r.get("promotion") or {}

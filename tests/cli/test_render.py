@@ -28,9 +28,18 @@ def test_batch_summary_lists_every_metric_in_a_table():
     assert lines[1].split() == ["metric", "unlearned", "oracle", "before"]
     rows = lines[2:2 + len(METRIC_ROWS)]
     assert [r.strip().startswith(label) for (_, label), r in zip(METRIC_ROWS, rows)] == [True] * len(METRIC_ROWS)
-    assert rows[0].split()[-3:] == ["12.500", "11.000", "nan"] and rows[2].split()[-3:] == ["97.250", "97.500", "98.000"]
+    assert rows[0].split()[-3:] == ["12.500", "11.000", "-"] and rows[2].split()[-3:] == ["97.250", "97.500", "98.000"]
+    assert "  time: unlearn 1.0 s, oracle 9.0 s, total 12.0 s" in lines
     assert "  model version 2 (not promoted; utility ok, mia FAIL)" in lines
     assert "  receipts: 1 under state/receipts" in lines
+
+    # the production default: no oracle column, the per-request evidence and the verification time instead
+    result.update(oracle=None, seconds={"unlearn": 1.0, "verify": 0.25, "total": 5.0}, evidence={"requests": [
+        {"request_id": "r1", "verdict": "not detectable", "adjusted_p": 0.4, "samples": 3, "before_verdict": "detectable"}]})
+    lines = render_batch(result).splitlines()
+    assert lines[1].split() == ["metric", "unlearned", "before"]
+    assert "  time: unlearn 1.0 s, verification 0.25 s, total 5.0 s" in lines
+    assert "  evidence r1: not detectable (adjusted p 0.4, 3 sample(s); before: detectable)" in lines
 
 
 def test_history_lists_events_then_a_table_of_versions():
