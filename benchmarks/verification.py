@@ -174,7 +174,8 @@ def main() -> None:
     selection = references.Selection(trained.refs, trained.folder, ())
     metas = [json.loads((trained.folder / f"ref-{j}.json").read_text()) for j in range(trained.refs.k)]
     first = original_table(project, version, original.model, selection, device)
-    second = leave_one_out_table(project, selection)
+    # each reference as the target leaves K/2 - 1 references a side: a pooled variance needs 2 (K >= 6)
+    second = leave_one_out_table(project, selection) if trained.refs.k >= 6 else []
     load["end"] = os.getloadavg()
     print(f"\n{version.label}: {version.meta['counts']}; {project.params.model.arch} width {project.params.model.width}, "
           f"{project.params.train.epochs} epochs; device {device}; project {project.root}")
@@ -184,7 +185,9 @@ def main() -> None:
           + "; ".join(f"{m.get('load_before', ['?'])[0]}/{m.get('load_after', ['?'])[0]}" for m in metas))
     print(f"load averages (1, 5, 15 min): {json.dumps(load)}")
     print("\n## The original model: training samples vs test samples\n\n" + markdown(first))
-    print("\n## Each reference as the target (the LiRA paper's protocol)\n\n" + markdown(second))
+    print("\n## Each reference as the target (the LiRA paper's protocol)\n\n"
+          + (markdown(second) if second else f"skipped: with K = {trained.refs.k} each target keeps "
+             f"{trained.refs.k // 2 - 1} reference(s) a side, and a variance needs 2 (use --k 6 or more)"))
     print(f"\n{time.perf_counter() - started:.0f} s in all")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
