@@ -137,6 +137,14 @@ def utility(inp: GateInputs, cfg: UtilityGate) -> Verdict:
     return combine_checks("champion", checks)
 
 
+def _gap_to_oracle(inp: GateInputs, name: str, metric: str, label: str, missing: str, limit: float) -> dict[str, Any]:
+    """|candidate − oracle| on ``metric`` at most ``limit`` points; not measured when either value is absent."""
+    if inp.oracle is None or metric not in inp.oracle or metric not in inp.candidate:
+        return not_measured(name, missing)
+    new, ref = float(inp.candidate[metric]), float(inp.oracle[metric])
+    return _at_most(name, abs(new - ref), limit, "points", f"{label} {new:.2f} vs oracle {ref:.2f}")
+
+
 @register_gate("forgetting", 2, "No erasure request may still be detectable: a per-sample membership attack, "
                                 "calibrated with reference models, must not find this person's samples more "
                                 "'member-like' than images the model never saw.")
@@ -147,12 +155,8 @@ def forgetting(inp: GateInputs, cfg: ForgettingGate) -> Verdict:
     if "evidence" in use:
         checks.append(_requests_check(inp.evidence) if inp.evidence else not_measured("requests", "membership evidence"))
     if "oracle" in use:
-        if inp.oracle is None or "forget_acc" not in inp.oracle or "forget_acc" not in inp.candidate:
-            checks.append(not_measured("forget-acc-vs-oracle", "the oracle's forget accuracy"))
-        else:
-            new, ref = float(inp.candidate["forget_acc"]), float(inp.oracle["forget_acc"])
-            checks.append(_at_most("forget-acc-vs-oracle", abs(new - ref), cfg.max_forget_acc_gap, "points",
-                                   f"forget acc {new:.2f} vs oracle {ref:.2f}"))
+        checks.append(_gap_to_oracle(inp, "forget-acc-vs-oracle", "forget_acc", "forget acc", "the oracle's forget accuracy",
+                                     cfg.max_forget_acc_gap))
     if "test" in use:
         if "forget_acc" not in inp.candidate or "test_acc" not in inp.candidate:
             checks.append(not_measured("forget-vs-test-acc", "forget and test accuracy"))
@@ -173,12 +177,8 @@ def privacy(inp: GateInputs, cfg: PrivacyGate) -> Verdict:
     if "evidence" in use:
         checks.append(_batch_check(inp.evidence) if inp.evidence else not_measured("forget-share", "membership evidence"))
     if "oracle" in use:
-        if inp.oracle is None or "mia_efficacy" not in inp.oracle or "mia_efficacy" not in inp.candidate:
-            checks.append(not_measured("mia-efficacy-vs-oracle", "the oracle's MIA-efficacy"))
-        else:
-            new, ref = float(inp.candidate["mia_efficacy"]), float(inp.oracle["mia_efficacy"])
-            checks.append(_at_most("mia-efficacy-vs-oracle", abs(new - ref), cfg.max_mia_gap, "points",
-                                   f"MIA-efficacy (SalUn SVC) {new:.2f} vs oracle {ref:.2f}"))
+        checks.append(_gap_to_oracle(inp, "mia-efficacy-vs-oracle", "mia_efficacy", "MIA-efficacy (SalUn SVC)",
+                                     "the oracle's MIA-efficacy", cfg.max_mia_gap))
     if "chance" in use:
         if "mia_auc" not in inp.candidate:
             checks.append(not_measured("loss-auc-vs-chance", "the loss-attack AUC"))
