@@ -51,9 +51,14 @@ def record_alias_move(engine: Engine, model_name: str, alias: str, from_version:
 
 
 def alias_history(engine: Engine, model_name: str | None = None) -> list[dict[str, Any]]:
-    query = select(alias_moves_t).order_by(alias_moves_t.c.id)
+    return _rows_of_model(engine, alias_moves_t, model_name)
+
+
+def _rows_of_model(engine: Engine, table: Any, model_name: str | None) -> list[dict[str, Any]]:
+    """Every row of ``table`` in insertion order, only ``model_name``'s when given."""
+    query = select(table).order_by(table.c.id)
     if model_name:
-        query = query.where(alias_moves_t.c.model_name == model_name)
+        query = query.where(table.c.model_name == model_name)
     with engine.connect() as conn:
         return [as_dict(r) for r in conn.execute(query).mappings()]
 
@@ -115,11 +120,7 @@ def record_superseded(engine: Engine, model_name: str, rows: Sequence[dict[str, 
 
 
 def superseded(engine: Engine, model_name: str | None = None) -> list[dict[str, Any]]:
-    query = select(superseded_t).order_by(superseded_t.c.id)
-    if model_name:
-        query = query.where(superseded_t.c.model_name == model_name)
-    with engine.connect() as conn:
-        return [as_dict(r) for r in conn.execute(query).mappings()]
+    return _rows_of_model(engine, superseded_t, model_name)
 
 
 def delete_superseded(engine: Engine, recorded_in: str) -> None:
