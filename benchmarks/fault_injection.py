@@ -55,6 +55,16 @@ batch: {lease_seconds: 20, heartbeat_seconds: 2}
 """
 
 
+
+def _json_or_none(rc: int, stdout: str) -> dict[str, Any] | None:
+    """A ``batch run --json`` result: its JSON when the run succeeded and printed some, else None."""
+    if rc != 0:
+        return None
+    try:
+        return json.loads(stdout)
+    except json.JSONDecodeError:
+        return None
+
 class Drill:
     """A digits project driven by ``forgetflow`` processes, and the checks that a crash left nothing wrong."""
 
@@ -126,13 +136,8 @@ class Drill:
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout)
         seconds = time.perf_counter() - start
-        result = None
-        if proc.returncode == 0:
-            try:
-                result = json.loads(proc.stdout)
-            except json.JSONDecodeError:
-                result = None
-        return {"rc": proc.returncode, "seconds": seconds, "result": result, "stderr": proc.stderr[-4000:]}
+        return {"rc": proc.returncode, "seconds": seconds, "result": _json_or_none(proc.returncode, proc.stdout),
+                "stderr": proc.stderr[-4000:]}
 
     def _run_here(self) -> dict[str, Any]:
         from typer.testing import CliRunner
@@ -142,14 +147,9 @@ class Drill:
         start = time.perf_counter()
         out = CliRunner().invoke(app, ["--params", str(self.root / "params.yaml"), "batch", "run", "--json"])
         seconds = time.perf_counter() - start
-        result = None
-        if out.exit_code == 0:
-            try:
-                result = json.loads(out.stdout)
-            except json.JSONDecodeError:
-                result = None
         stderr = out.stderr + (f"\n{type(out.exception).__name__}: {out.exception}" if out.exception else "")
-        return {"rc": out.exit_code, "seconds": seconds, "result": result, "stderr": stderr[-4000:]}
+        return {"rc": out.exit_code, "seconds": seconds, "result": _json_or_none(out.exit_code, out.stdout),
+                "stderr": stderr[-4000:]}
 
     # ---- checks --------------------------------------------------------------------------------
     def check(self) -> list[str]:
