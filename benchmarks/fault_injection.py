@@ -38,6 +38,7 @@ if str(REPO) not in sys.path:
 # the batch's steps in the order they run (flows/deletion_batch.py); each has a kill point inside it.
 # The drill's params make every batch unlearn (never retrain) and promote (gates off), so every kill point
 # is reached; the oracle, the reference models and the evidence are off to keep each batch short.
+TASK_STATE_WAIT_SECONDS = 30  # how long the check waits for finished task runs' states to reach the server
 KILL_STEPS = ("claim", "validate", "unlearn", "evaluate", "register", "promote", "erase", "purge", "receipts")
 
 PARAMS = """\
@@ -252,9 +253,15 @@ class Drill:
                     continue
                 if not run.state.is_final():
                     problems.append(f"Prefect flow run {run.name} is still {run.state.name}")
-            if ids:
+            # task run states reach the server as events, persisted a moment after the run ended: wait for them
+            deadline = time.monotonic() + TASK_STATE_WAIT_SECONDS
+            while ids:
                 runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
                 live = [t.name for t in runs if t.state is not None and not t.state.is_final()]
+                if not live or time.monotonic() > deadline:
+                    break
+                time.sleep(1.0)
+            if ids:
                 if live:
                     problems.append(f"Prefect task runs still {len(live)} unfinished: {live[:3]}")
             try:
