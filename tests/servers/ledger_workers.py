@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
+from pathlib import Path
 
 from forgetflow.errors import LedgerConflict, NothingToDo
 from forgetflow.ledger import Ledger, make_request
@@ -24,10 +26,29 @@ def open_ledger(url: str) -> str:
         book.close()
 
 
-def claim_until_empty(url: str, name: str, size: int) -> list[str]:
-    """Claim batches of ``size`` until nothing is pending; returns every request id this process got."""
+def wait_for_all(barrier: str, name: str, parties: int, timeout: float = 120.0) -> None:
+    """A start line shared through a folder: every process marks itself ready, then waits for the others.
+
+    Spawned processes start seconds apart; without this the first one can drain the queue before the
+    last one has imported torch, and the test would exercise no concurrency at all."""
+    folder = Path(barrier)
+    (folder / name).touch()
+    deadline = time.monotonic() + timeout
+    while len(list(folder.iterdir())) < parties:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(list(folder.iterdir()))} of {parties} processes reached the start line")
+        time.sleep(0.01)
+
+
+def claim_until_empty(url: str, name: str, size: int, barrier: str | None = None, parties: int = 1) -> list[str]:
+    """Claim batches of ``size`` until nothing is pending; returns every request id this process got.
+
+    With ``barrier`` (a folder), the process opens its ledger, then waits until ``parties`` processes have,
+    so that the claims really race."""
     book = Ledger(url)
     got: list[str] = []
+    if barrier:
+        wait_for_all(barrier, name, parties)
     try:
         for i in range(10_000):
             try:

@@ -52,10 +52,11 @@ def test_schema_created_by_several_processes_at_once(pg_url):
     assert len(set(seen)) == 1 and "requests" in seen[0] and "receipts" in seen[0]
 
 
-def test_concurrent_claims_from_processes_never_share_or_lose_a_request(pg_url):
+def test_concurrent_claims_from_processes_never_share_or_lose_a_request(pg_url, tmp_path):
     Ledger(pg_url).add([workers.request(i) for i in range(400)])
     with _pool(4) as pool:
-        got = list(pool.map(workers.claim_until_empty, [pg_url] * 4, [f"p{i}" for i in range(4)], [25] * 4))
+        got = list(pool.map(workers.claim_until_empty, [pg_url] * 4, [f"p{i}" for i in range(4)], [10] * 4,
+                            [str(tmp_path)] * 4, [4] * 4))
     everything = [r for ids in got for r in ids]
     assert len(everything) == len(set(everything)) == 400
     assert sum(1 for ids in got if ids) >= 2, "one process claimed everything: no concurrency was exercised"
