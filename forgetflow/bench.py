@@ -178,12 +178,16 @@ def reference_rows(s: Setup) -> list[dict[str, Any]]:
     return rows
 
 
-def run_method(s: Setup, method: str, overrides: dict[str, Any] | None = None, preset: str | None = "auto") -> dict[str, Any]:
-    """Unlearn a copy of the original with ``method`` and measure it against the oracle."""
+def run_method(s: Setup, method: str, overrides: dict[str, Any] | None = None, preset: str | None = "auto",
+               setting: str = "default") -> dict[str, Any]:
+    """Unlearn a copy of the original with ``method`` and measure it against the oracle.
+
+    The preset is the one tuned on benchmark ``setting`` where the method ships one, else the default setting's
+    (the row's ``preset`` and ``warning`` say which ran)."""
     spec = METHODS.get(method)
     scenario = s.task.preset if preset == "auto" else preset
-    cfg = spec.resolve(scenario, overrides)
-    applied = spec.applied_preset(scenario)
+    cfg = spec.resolve(scenario, overrides, setting=setting)
+    applied = spec.applied_preset(scenario, setting)
     model = clone(s.original.model)
     data = data_for(spec, s.splits.forget, s.splits.retain, s.splits.num_classes, s.recipe)
     run = RunContext.create(s.seed + 1000, str(s.device), deterministic=True)
@@ -252,6 +256,7 @@ def sequential(
     max_shadow: int = 5000,
     preset: str | None = "auto",
     references: tuple[ReferenceSet, ReferenceParams, Path | None] | None = None,
+    setting: str = "default",
 ) -> list[dict[str, Any]]:
     """Five (``steps``) deletion batches in a row, each measured against its own retrained oracle.
 
@@ -292,14 +297,14 @@ def sequential(
         for method in methods:
             spec = METHODS.get(method)
             scenario = "random" if preset == "auto" else preset
-            cfg = spec.resolve(scenario, None)
+            cfg = spec.resolve(scenario, None, setting=setting)
             data = data_for(spec, forget_now, splits.retain, splits.num_classes, recipe)
             run = RunContext.create(seed + 1000 * step, str(dev))
             start = time.perf_counter()
             models[method] = spec.unlearn(models[method], data, cfg, run)
             seconds = time.perf_counter() - start
             evaluation = evaluate_model(models[method], splits, dev, max_shadow=max_shadow, seed=seed)
-            applied = spec.applied_preset(scenario)
+            applied = spec.applied_preset(scenario, setting)
             rows.append({**_row(s, method, models[method], evaluation, seconds), "step": step,
                          "preset": applied["applied"], "warning": applied["warning"] or ""})
     return rows

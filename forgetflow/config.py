@@ -175,6 +175,9 @@ class UnlearnParams(Strict):
         description="the method for each request reason (every reason needs one); the defaults are the methods "
         "measured best for each kind of request (docs/results.md)")
     preset: str | None = Field("auto", description="scenario preset; auto = from the reasons; null = none")
+    preset_setting: str = Field("default", description="which benchmark setting's presets apply: default (tuned on the "
+                                "serving recipe) or memorising (tuned where the model memorises its training "
+                                "samples, docs/results.md); a method without one falls back to default's, and says so")
     methods: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                description="per-method hyper-parameter overrides, by method name")
 

@@ -296,7 +296,7 @@ def phase_config(project: Project, phase: Phase, overrides: dict[str, dict[str, 
     spec = METHODS.get(phase.method)
     section = dict(project.params.unlearn.methods.get(phase.method, {}))
     section.update((overrides or {}).get(phase.method, {}))
-    return spec.resolve(phase.preset, section)
+    return spec.resolve(phase.preset, section, setting=project.params.unlearn.preset_setting)
 
 
 def unlearn(project: Project, model: nn.Module, splits: Splits, version: DatasetVersion, phases: Sequence[Phase],
@@ -313,7 +313,7 @@ def unlearn(project: Project, model: nn.Module, splits: Splits, version: Dataset
     for i, phase in enumerate(phases):
         spec = METHODS.get(phase.method)
         cfg = phase_config(project, phase, overrides)
-        applied = spec.applied_preset(phase.preset)
+        applied = spec.applied_preset(phase.preset, project.params.unlearn.preset_setting)
         if applied["warning"]:
             log.warning("%s", applied["warning"])
         rows = version.table[version.table["sample_id"].isin(phase.forget_ids)].sort_values("sample_id")

@@ -58,6 +58,10 @@ def check_params(params: Params, where: str = "params") -> None:
                           f"(every request reason needs one: {', '.join(REASONS)})")
     for reason, name in unlearn.by_reason.items():
         method(f"unlearn.by_reason.{reason}", name)
+    shipped = sorted(p.stem for p in (Path(__file__).resolve().parent / "settings").glob("*.yaml"))
+    if unlearn.preset_setting not in shipped:  # the benchmark settings (forgetflow/bench_settings.py) presets are tuned on
+        raise ConfigError(f"{where}: unlearn.preset_setting: unknown setting {unlearn.preset_setting!r} "
+                          f"(shipped: {', '.join(shipped)})")
     for name, section in unlearn.methods.items():
         spec = method("unlearn.methods", name)
         try:

@@ -142,12 +142,15 @@ def search(
             "config": spec.resolve(None, {**(fixed or {}), **best["config"]}).model_dump()}
 
 
-def write_preset(result: dict[str, Any], folder: Path, context: dict[str, Any]) -> Path:
-    """Write a search result as ``<folder>/<method>/<family>.yaml`` (the shipped preset format)."""
-    path = folder / result["method"] / f"{result['family']}.yaml"
+def write_preset(result: dict[str, Any], folder: Path, context: dict[str, Any], setting: str = "default") -> Path:
+    """Write a search result as ``<folder>/<method>/<family>.yaml`` (the shipped preset format); a search on
+    another benchmark setting as ``<folder>/<method>/<setting>/<family>.yaml``."""
+    sub = Path(result["method"]) if setting == "default" else Path(result["method"]) / setting
+    path = folder / sub / f"{result['family']}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     header = (
-        f"# Tuned defaults of {result['method']} for the {result['family']!r} scenario family.\n"
+        f"# Tuned defaults of {result['method']} for the {result['family']!r} scenario family"
+        f"{'' if setting == 'default' else f' on the {setting!r} benchmark setting'}.\n"
         "# Read by the batch flow and `forgetflow bench` (unlearn.preset); override any key in params.yaml\n"
         f"# under unlearn.methods.{result['method']}. Produced by the search recorded below; rerun with\n"
         f"#   {context.get('command', 'forgetflow tune')}\n"
@@ -155,6 +158,7 @@ def write_preset(result: dict[str, Any], folder: Path, context: dict[str, Any]) 
     body = {
         "method": result["method"],
         "scenario": result["family"],
+        "setting": setting,
         "config": result["config"],
         "search": {
             "objective": result["objective"],

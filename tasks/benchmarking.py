@@ -97,7 +97,7 @@ def run_cell_method(project: Project, dataset: str, scenario: str, options: dict
     s = _setup(project, dataset, scenario, options, seed, setting, refs_folder)
     overrides = project.params.unlearn.methods.get(method)
     row = bench.run_method(s, method, overrides, preset="auto" if project.params.unlearn.preset == "auto"
-                           else project.params.unlearn.preset)
+                           else project.params.unlearn.preset, setting=setting.name if setting else "default")
     return {**row, "scenario": bench.scenario_label(scenario, options)}
 
 
@@ -112,4 +112,4 @@ def run_sequential(project: Project, dataset: str, seed: int, methods: list[str]
         refs = (_reference_set(refs_folder), project.params.references, Path(refs_folder))
     return bench.sequential(version, seed, methods, r.arch, r.arch_config, r.recipe, project.oracle_dir,
                             project.params.train.device, steps, fraction, project.params.evaluate.mia_max_shadow,
-                            references=refs)
+                            references=refs, setting=r.setting.name)

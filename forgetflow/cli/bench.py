@@ -85,23 +85,29 @@ def tune(
                                                      "(default 100: never a benchmark seed)")] = None,
     budget: Annotated[Optional[int], typer.Option(help="at most N grid points (seeded sample)")] = None,
     max_time_ratio: Annotated[Optional[float], typer.Option(help="reject trials slower than this x retraining")] = None,
-    write: Annotated[bool, typer.Option(help="write the winners to forgetflow/presets/<method>/<family>.yaml")] = False,
+    write: Annotated[bool, typer.Option(help="write the winners to forgetflow/presets/<method>/[<setting>/]<family>.yaml")] = False,
+    setting: Annotated[str, typer.Option(help="benchmark setting to search on: default, memorising or a setting "
+                                              ".yaml file; presets of another setting than default are written "
+                                              "under forgetflow/presets/<method>/<setting>/")] = "default",
+    out: Annotated[Optional[Path], typer.Option(help="with --write: the presets folder to write into "
+                                                     "(default: forgetflow/presets, the shipped presets)")] = None,
 ) -> None:
     """Search each method's declared space on the validation split; optionally ship the winners as presets."""
-    from forgetflow import bench, pipeline, tuning
+    from forgetflow import bench, tuning
+    from forgetflow.bench_settings import load_setting
     from forgetflow.methods import METHODS
 
     proj = project()
-    from tasks.benchmarking import bench_version
+    from tasks.benchmarking import resolved
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
     for m in names:
         METHODS.get(m)
+    chosen = load_setting(setting)  # a bad name or file fails here, before any work
     seed = tuning.SEARCH_SEED if seed is None else seed
-    version = bench_version(proj, dataset)
-    name, config = pipeline.arch(proj, version)
+    version, r = resolved(proj, dataset, chosen)
     opts = kv(option)
-    s = bench.setup(version, scenario, seed, name, config, pipeline.recipe(proj), proj.oracle_dir,
+    s = bench.setup(version, scenario, seed, r.arch, r.arch_config, r.recipe, proj.oracle_dir,
                     proj.params.train.device, opts, with_oracle=False, max_shadow=proj.params.evaluate.mia_max_shadow)
     failed = []
     for m in names:
@@ -115,9 +121,11 @@ def tune(
         typer.echo(f"{m} [{result['family']}]: best {best['config']} score {best['score']:.3f} "
                    f"({best['seconds']:.1f} s, {len(result['trials'])} trials)")
         if write:
-            path = tuning.write_preset(result, PRESETS, {
+            path = tuning.write_preset(result, out or PRESETS, {
                 "command": command_line(), "dataset": dataset, "scenario_options": opts, "seed": seed,
-                "original_train_seconds": round(s.original.seconds, 2), "train_recipe": s.recipe.__dict__})
+                "original_train_seconds": round(s.original.seconds, 2), "train_recipe": s.recipe.__dict__,
+                "model": {"arch": r.arch, **{k: v for k, v in r.arch_config.items() if k not in ("in_channels", "num_classes", "image_size")}}},
+                chosen.name)
             typer.echo(f"  wrote {path}")
     if failed:
         raise MethodDivergedError(f"no preset for {', '.join(failed)}: every trial diverged")

@@ -133,15 +133,32 @@ class MethodSpec:
         return out
 
     def scenarios(self) -> list[str]:
-        """Scenarios with a shipped preset (``forgetflow/presets/<method>/<scenario>.yaml``)."""
+        """Presets shipped for this method: ``<scenario>`` (``forgetflow/presets/<method>/<scenario>.yaml``, tuned
+        on the default benchmark setting) and ``<setting>/<scenario>`` (``.../<method>/<setting>/<scenario>.yaml``,
+        tuned on another benchmark setting, e.g. ``memorising/random``)."""
         folder = resources.files("forgetflow") / "presets" / self.name
         if not folder.is_dir():
             return []
-        return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+        found = []
+        for p in folder.iterdir():
+            if p.name.endswith(".yaml"):
+                found.append(p.name[: -len(".yaml")])
+            elif p.is_dir():
+                found += [f"{p.name}/{q.name[: -len('.yaml')]}" for q in p.iterdir() if q.name.endswith(".yaml")]
+        return sorted(found)
+
+    def preset_key(self, scenario: str | None, setting: str = "default") -> str | None:
+        """The preset a run of ``scenario`` on benchmark ``setting`` reads: the setting's own where shipped,
+        else the default setting's (``applied_preset`` then says so)."""
+        if scenario and setting != "default" and f"{setting}/{scenario}" in self.scenarios():
+            return f"{setting}/{scenario}"
+        return scenario
 
     def preset(self, scenario: str) -> dict[str, Any]:
         """The preset file's content (``config`` values and the ``search`` that produced them)."""
-        path = resources.files("forgetflow") / "presets" / self.name / f"{scenario}.yaml"
+        path = resources.files("forgetflow") / "presets" / self.name
+        for part in f"{scenario}.yaml".split("/"):
+            path = path / part
         if not path.is_file():
             raise ConfigError(f"method {self.name!r} has no preset for scenario {scenario!r} (has: {', '.join(self.scenarios()) or 'none'})")
         data = yaml.safe_load(path.read_text()) or {}
@@ -149,16 +166,23 @@ class MethodSpec:
             raise ConfigError(f"preset {self.name}/{scenario}.yaml: needs a 'config' mapping")
         return data
 
-    def applied_preset(self, scenario: str | None) -> dict[str, Any]:
-        """What ``resolve(scenario)`` takes its tuned values from, in words, and a warning where it has none.
+    def applied_preset(self, scenario: str | None, setting: str = "default") -> dict[str, Any]:
+        """What ``resolve(scenario, setting=setting)`` takes its tuned values from, in words, and a warning
+        where it has none.
 
-        ``{"scenario": ..., "file": "forgetflow/presets/<method>/<scenario>.yaml" or None, "applied": <the file,
-        or "none: method defaults">, "warning": None or why the defaults ran}``; batch phase records and
-        benchmark rows carry it, so a method run outside the scenarios it was tuned for says so.
+        ``{"scenario": ..., "file": "forgetflow/presets/<method>/[<setting>/]<scenario>.yaml" or None, "applied":
+        <the file, or "none: method defaults">, "warning": None or why the defaults (or another setting's preset)
+        ran}``; batch phase records and benchmark rows carry it, so a method run outside the scenarios it was
+        tuned for says so.
         """
-        if scenario and scenario in self.scenarios():
-            path = f"forgetflow/presets/{self.name}/{scenario}.yaml"
-            return {"scenario": scenario, "file": path, "applied": path, "warning": None}
+        key = self.preset_key(scenario, setting)
+        if key and key in self.scenarios():
+            path = f"forgetflow/presets/{self.name}/{key}.yaml"
+            why = None
+            if setting != "default" and key == scenario:
+                why = (f"{self.name} has no preset tuned on setting {setting!r} for scenario {scenario!r}; "
+                       "the default setting's preset ran")
+            return {"scenario": scenario, "file": path, "applied": path, "warning": why}
         has = ", ".join(self.scenarios()) or "none"
         if scenario:
             why = (f"{self.name} has no preset for scenario {scenario!r} (has: {has}); it ran with its method "
@@ -167,14 +191,16 @@ class MethodSpec:
             why = None  # presets switched off on purpose (unlearn.preset: null): nothing to warn about
         return {"scenario": scenario, "file": None, "applied": "none: method defaults", "warning": why}
 
-    def resolve(self, scenario: str | None = None, overrides: Mapping[str, Any] | None = None) -> MethodConfig:
-        """Config = the method's defaults ← the scenario preset (if shipped) ← ``overrides``.
+    def resolve(self, scenario: str | None = None, overrides: Mapping[str, Any] | None = None,
+                setting: str = "default") -> MethodConfig:
+        """Config = the method's defaults ← the scenario preset (the setting's own where shipped) ← ``overrides``.
 
         A scenario without a shipped preset falls back to the defaults; ``applied_preset`` says so.
         """
         values: dict[str, Any] = {}
-        if scenario and scenario in self.scenarios():
-            values.update(self.preset(scenario)["config"] or {})
+        key = self.preset_key(scenario, setting)
+        if key and key in self.scenarios():
+            values.update(self.preset(key)["config"] or {})
         values.update(overrides or {})
         try:
             return self.config.model_validate(values)

@@ -5,6 +5,7 @@ import csv
 import json
 
 import pytest
+import yaml
 
 from tests.cli.test_cli import ff
 from tests.conftest import make_project_dir
@@ -61,4 +62,24 @@ def test_bench_with_a_setting_adds_per_sample_columns_the_oracle_target_and_scor
     assert (out_dir / "forget-lira-random.png").stat().st_size > 1000
 
     bad = ff("bench", "--dataset", "digits", "--setting", "nope", "--methods", "finetune", cwd=proj)
+    assert bad.returncode != 0 and "nope" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_tune_on_a_setting_writes_the_setting_s_preset_from_validation_trials(tmp_path):
+    proj = make_project_dir(tmp_path / "p")
+    (proj / "tiny.yaml").write_text("name: tiny\ndata: {pool: 300}\nmodel: {options: {head: 64}}\n"
+                                    "train: {epochs: 4, batch_size: 32, weight_decay: 0.0}\n")
+    out = ff("tune", "--dataset", "digits", "--setting", "tiny.yaml", "--scenario", "random", "--methods", "finetune",
+             "--budget", "2", "--write", "--out", str(tmp_path / "presets"), cwd=proj)
+    assert out.returncode == 0, out.stderr[-2000:]
+    written = tmp_path / "presets" / "finetune" / "tiny" / "random.yaml"
+    assert "finetune [random]: best" in out.stdout and str(written) in out.stdout
+    preset = yaml.safe_load(written.read_text())
+    assert preset["setting"] == "tiny" and preset["scenario"] == "random"
+    search = preset["search"]
+    assert search["selected_on"].startswith("validation") and search["seed"] == 100 and len(search["trials"]) == 2
+    assert search["train_recipe"]["epochs"] == 4 and search["model"]["head"] == 64  # the setting's recipe, not params.yaml's
+    assert preset["config"]["lr"] == search["best"]["config"]["lr"]
+
+    bad = ff("tune", "--dataset", "digits", "--setting", "nope", "--methods", "finetune", cwd=proj)
     assert bad.returncode != 0 and "nope" in bad.stderr and "Traceback" not in bad.stderr

@@ -92,3 +92,32 @@ def test_a_method_run_without_a_preset_for_its_scenario_says_so():
     assert missing["applied"] == "none: method defaults" and "no preset for scenario 'subject'" in missing["warning"]
     assert rem.applied_preset(None) == {"scenario": None, "file": None, "applied": "none: method defaults",
                                         "warning": None}
+
+
+def test_a_setting_s_own_preset_is_read_where_shipped_else_the_default_setting_s_with_a_warning():
+    aru, neggrad = METHODS.get("aru"), METHODS.get("neggrad-plus")
+    assert "memorising/random" in aru.scenarios() and "random" in aru.scenarios()
+    own = aru.applied_preset("random", "memorising")
+    assert own == {"scenario": "random", "file": "forgetflow/presets/aru/memorising/random.yaml",
+                   "applied": "forgetflow/presets/aru/memorising/random.yaml", "warning": None}
+    tuned = aru.preset("memorising/random")["config"]
+    assert aru.resolve("random", setting="memorising").model_dump() == aru.resolve(None, tuned).model_dump()
+    assert aru.resolve("random").model_dump() == aru.resolve(None, aru.preset("random")["config"]).model_dump()
+    # no preset tuned on the memorising setting for corrupted data: the default setting's runs, and says so
+    fallback = neggrad.applied_preset("corrupted", "memorising")
+    assert fallback["applied"] == "forgetflow/presets/neggrad-plus/corrupted.yaml"
+    assert "no preset tuned on setting 'memorising'" in fallback["warning"]
+
+
+def test_a_batch_phase_reads_the_presets_of_unlearn_preset_setting(tmp_path):
+    from forgetflow.pipeline import Phase, phase_config
+    from forgetflow.project import Project
+
+    (tmp_path / "params.yaml").write_text("unlearn: {preset_setting: memorising}\n")
+    memorising = Project.load(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    default = Project.load(tmp_path / "params.yaml")
+    phase = Phase("aru", "random", ["r1"], ["s1"])
+    aru = METHODS.get("aru")
+    assert phase_config(memorising, phase).model_dump() == aru.resolve(None, aru.preset("memorising/random")["config"]).model_dump()
+    assert phase_config(default, phase).model_dump() == aru.resolve(None, aru.preset("random")["config"]).model_dump()

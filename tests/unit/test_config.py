@@ -92,3 +92,11 @@ def test_relative_sqlite_urls_resolve_against_the_project(tmp_path):
     assert resolve_sqlalchemy_url(tmp_path, "sqlite:///state/l.db") == f"sqlite:///{(tmp_path / 'state/l.db').resolve()}"
     assert resolve_sqlalchemy_url(tmp_path, "sqlite:////abs/l.db") == "sqlite:////abs/l.db"
     assert resolve_sqlalchemy_url(tmp_path, "postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+def test_preset_setting_names_a_shipped_benchmark_setting(tmp_path):
+    (tmp_path / "params.yaml").write_text("unlearn: {preset_setting: memorizing}\n")
+    with pytest.raises(ConfigError, match=r"unlearn\.preset_setting: unknown setting 'memorizing' \(shipped: .*memorising"):
+        Project.load(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("unlearn: {preset_setting: memorising}\n")
+    assert Project.load(tmp_path / "params.yaml").params.unlearn.preset_setting == "memorising"
