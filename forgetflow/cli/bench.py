@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from forgetflow.cli.common import command_line, emit, kv, overrides, project, stdout_to_stderr
-from forgetflow.errors import MethodDivergedError
+from forgetflow.errors import ConfigError, MethodDivergedError
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"  # forgetflow/presets: shipped as package data
 
@@ -89,6 +89,8 @@ def tune(
     setting: Annotated[str, typer.Option(help="benchmark setting to search on: default, memorising or a setting "
                                               ".yaml file; presets of another setting than default are written "
                                               "under forgetflow/presets/<method>/<setting>/")] = "default",
+    space: Annotated[Optional[list[str]], typer.Option(help="replace the declared values of one hyper-parameter: "
+                                                           "key=v1,v2 (repeatable; recorded in the preset)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="with --write: the presets folder to write into "
                                                      "(default: forgetflow/presets, the shipped presets)")] = None,
 ) -> None:
@@ -109,10 +111,21 @@ def tune(
     opts = kv(option)
     s = bench.setup(version, scenario, seed, r.arch, r.arch_config, r.recipe, proj.oracle_dir,
                     proj.params.train.device, opts, with_oracle=False, max_shadow=proj.params.evaluate.mia_max_shadow)
+    given = kv(space, lists=True)
+    for m in names:
+        unknown = sorted(set(given) - set(METHODS.get(m).config.model_fields))
+        if unknown:
+            raise ConfigError(f"--space {unknown[0]}: not a hyper-parameter of {m} "
+                              f"(has: {', '.join(METHODS.get(m).config.model_fields)})")
     failed = []
     for m in names:
+        declared = METHODS.get(m).search_space or {}
         try:
-            result = tuning.search(s, m, budget=budget, max_time_ratio=max_time_ratio)
+            result = tuning.search(s, m, space={**declared, **given} if given else None, budget=budget,
+                                   max_time_ratio=max_time_ratio)
+            if given:
+                result["basis"] = (f"{METHODS.get(m).search_basis}; replaced on the command line: "
+                                   + ", ".join(f"{k}={v}" for k, v in given.items()))
         except MethodDivergedError as exc:  # the other methods' searches still run
             typer.echo(f"{m}: no preset: {exc}", err=True)
             failed.append(m)

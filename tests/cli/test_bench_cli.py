@@ -70,7 +70,7 @@ def test_tune_on_a_setting_writes_the_setting_s_preset_from_validation_trials(tm
     (proj / "tiny.yaml").write_text("name: tiny\ndata: {pool: 300}\nmodel: {options: {head: 64}}\n"
                                     "train: {epochs: 4, batch_size: 32, weight_decay: 0.0}\n")
     out = ff("tune", "--dataset", "digits", "--setting", "tiny.yaml", "--scenario", "random", "--methods", "finetune",
-             "--budget", "2", "--write", "--out", str(tmp_path / "presets"), cwd=proj)
+             "--budget", "2", "--space", "forget_passes=1,2", "--write", "--out", str(tmp_path / "presets"), cwd=proj)
     assert out.returncode == 0, out.stderr[-2000:]
     written = tmp_path / "presets" / "finetune" / "tiny" / "random.yaml"
     assert "finetune [random]: best" in out.stdout and str(written) in out.stdout
@@ -80,6 +80,11 @@ def test_tune_on_a_setting_writes_the_setting_s_preset_from_validation_trials(tm
     assert search["selected_on"].startswith("validation") and search["seed"] == 100 and len(search["trials"]) == 2
     assert search["train_recipe"]["epochs"] == 4 and search["model"]["head"] == 64  # the setting's recipe, not params.yaml's
     assert preset["config"]["lr"] == search["best"]["config"]["lr"]
+    assert {t["config"]["forget_passes"] for t in search["trials"]} <= {1, 2}
+    assert search["space"]["forget_passes"] == [1, 2] and "replaced on the command line: forget_passes=[1, 2]" in search["basis"]
+
+    typo = ff("tune", "--dataset", "digits", "--methods", "finetune", "--space", "lr_max=1,2", cwd=proj)
+    assert typo.returncode != 0 and "--space lr_max: not a hyper-parameter of finetune" in typo.stderr
 
     bad = ff("tune", "--dataset", "digits", "--setting", "nope", "--methods", "finetune", cwd=proj)
     assert bad.returncode != 0 and "nope" in bad.stderr and "Traceback" not in bad.stderr
