@@ -12,6 +12,12 @@ Objectives (lower is better; points are percent):
   unseen ones, so ``|FA - VA| + max(0, VA0 - VA) + 100 * |AUC(forget vs val) - 0.5|`` with FA the forget
   accuracy, VA the validation accuracy, VA0 the original model's validation accuracy and AUC the
   loss-threshold attack of forget against validation samples.
+* ``privacy-retain`` (families ``random`` and ``subject``, chosen with ``forgetflow tune --objective``): the
+  ``privacy`` objective plus ``max(0, RA0 - RA)``, RA the accuracy on a seeded sample of at most
+  ``RETAIN_SAMPLE`` retain samples and RA0 the original's: a retrained model fits its retain set as the original
+  did, so a method that buys forgetting by wiping what the model learnt of the *retain* samples pays for it.
+  Where the original memorises (the ``memorising`` setting) ``privacy`` cannot see that loss: validation
+  accuracy barely moves when retain samples stop being memorised.
 * ``full-class`` (class c): ``FA + VA_c + max(0, VA0_rest - VA_rest)``: the class is gone from the
   training samples and from unseen samples alike, the other classes keep their validation accuracy.
 * ``corrupted``: ``max(0, VA0 - VA) + FA`` with FA measured against the stored (corrupted) labels of the
@@ -39,7 +45,7 @@ import numpy as np
 import yaml
 
 from forgetflow.bench import Setup
-from forgetflow.errors import MethodDivergedError
+from forgetflow.errors import ConfigError, MethodDivergedError
 from forgetflow.methods import METHODS, data_for
 from forgetflow.metrics.mia import balanced_auc
 from forgetflow.models import clone
@@ -47,6 +53,7 @@ from forgetflow.runtime import RunContext
 from forgetflow.training import outputs
 
 SEARCH_SEED = 100  # never a benchmark seed (benchmarks use 0..K-1 with K <= 10)
+RETAIN_SAMPLE = 2000  # retain samples the privacy-retain objective measures (a seeded sample)
 
 OBJECTIVES = {
     "random": "privacy",
@@ -54,6 +61,27 @@ OBJECTIVES = {
     "full-class": "full-class",
     "corrupted": "corrupted",
 }
+# objectives a family may be searched with instead of its default (``forgetflow tune --objective``)
+ALTERNATIVES = {"random": ["privacy-retain"], "subject": ["privacy-retain"]}
+
+
+def objective_for(family: str, objective: str | None = None) -> str:
+    """The family's default objective, or ``objective`` where the family allows it (ConfigError otherwise)."""
+    if objective is None or objective == OBJECTIVES[family]:
+        return OBJECTIVES[family]
+    if objective not in ALTERNATIVES.get(family, []):
+        allowed = [OBJECTIVES[family], *ALTERNATIVES.get(family, [])]
+        raise ConfigError(f"objective {objective!r} does not fit the {family!r} family (allowed: {', '.join(allowed)})")
+    return objective
+
+
+def retain_sample(s: Setup):
+    """The seeded retain sample the privacy-retain objective measures."""
+    n = len(s.splits.retain)
+    if n <= RETAIN_SAMPLE:
+        return s.splits.retain
+    rng = np.random.default_rng([s.seed, 0x2E7A])
+    return s.splits.retain.subset(np.sort(rng.choice(n, size=RETAIN_SAMPLE, replace=False)))
 
 
 def grid(space: dict[str, list[Any]], budget: int | None, seed: int) -> list[dict[str, Any]]:
@@ -66,15 +94,19 @@ def grid(space: dict[str, list[Any]], budget: int | None, seed: int) -> list[dic
     return combos
 
 
-def validation_score(family: str, model, s: Setup, base: dict[str, float]) -> dict[str, float]:
-    """The objective of ``family`` for ``model`` (see the module docstring), with its parts."""
+def validation_score(family: str, model, s: Setup, base: dict[str, float], objective: str | None = None
+                     ) -> dict[str, float]:
+    """The objective of ``family`` (or the allowed ``objective``) for ``model`` (see the module docstring), with its parts."""
     val = outputs(model, s.splits.val, device=s.device)
     forget = outputs(model, s.splits.forget, device=s.device)
-    kind = OBJECTIVES[family]
-    if kind == "privacy":
+    kind = objective_for(family, objective)
+    if kind in ("privacy", "privacy-retain"):
         auc = balanced_auc(forget.loss.numpy(), val.loss.numpy(), s.seed)
         parts = {"forget_acc": forget.accuracy, "val_acc": val.accuracy, "auc_forget_vs_val": auc}
         score = abs(forget.accuracy - val.accuracy) + max(0.0, base["val_acc"] - val.accuracy) + 100 * abs(auc - 0.5)
+        if kind == "privacy-retain":
+            parts["retain_acc"] = outputs(model, retain_sample(s), device=s.device).accuracy
+            score += max(0.0, base["retain_acc"] - parts["retain_acc"])
     elif kind == "full-class":
         c = int(s.task.details["label"])
         in_c = val.labels == c
@@ -88,10 +120,12 @@ def validation_score(family: str, model, s: Setup, base: dict[str, float]) -> di
     return {"score": float(score), **{k: float(v) for k, v in parts.items()}}
 
 
-def baseline_parts(s: Setup) -> dict[str, float]:
-    """The original model's validation figures the objectives compare against."""
+def baseline_parts(s: Setup, objective: str | None = None) -> dict[str, float]:
+    """The original model's figures the objectives compare against (validation; a retain sample for privacy-retain)."""
     val = outputs(s.original.model, s.splits.val, device=s.device)
     base = {"val_acc": val.accuracy}
+    if objective == "privacy-retain":
+        base["retain_acc"] = outputs(s.original.model, retain_sample(s), device=s.device).accuracy
     if "label" in s.task.details:
         in_c = val.labels == int(s.task.details["label"])
         base["val_acc_rest"] = 100.0 * float(val.correct[~in_c].float().mean())
@@ -105,12 +139,14 @@ def search(
     budget: int | None = None,
     max_time_ratio: float | None = None,
     fixed: dict[str, Any] | None = None,
+    objective: str | None = None,
 ) -> dict[str, Any]:
     """Run the declared (or given) search for ``method`` on ``s``; return the trials and the winner."""
     spec = METHODS.get(method)
     space = space or spec.search_space
     family = s.task.preset
-    base = baseline_parts(s)
+    objective = objective_for(family, objective)
+    base = baseline_parts(s, objective)
     trials = []
     for i, point in enumerate(grid(space, budget, s.seed)):
         values = {**(fixed or {}), **point}
@@ -127,7 +163,7 @@ def search(
                            "diverged": True, "score": float("inf"), "error": str(exc)})
             continue
         seconds = time.perf_counter() - start
-        result = validation_score(family, model, s, base)
+        result = validation_score(family, model, s, base, objective)
         ratio = seconds / s.original.seconds if s.original.seconds > 0 else 0.0
         trials.append({"trial": i, "config": point, "seconds": round(seconds, 3), "time_ratio": round(ratio, 4),
                        "rejected": bool(max_time_ratio is not None and ratio > max_time_ratio),
@@ -136,7 +172,7 @@ def search(
     if not eligible:
         raise MethodDivergedError(f"every trial of {method!r}'s search diverged; the declared space needs smaller steps")
     best = min(eligible, key=lambda t: (t["score"], t["seconds"]))
-    return {"method": method, "family": family, "objective": OBJECTIVES[family], "space": space,
+    return {"method": method, "family": family, "objective": objective, "space": space,
             "basis": spec.search_basis if space == spec.search_space else "given by the caller",
             "fixed": fixed or {}, "base": base, "trials": trials, "best": best,
             "config": spec.resolve(None, {**(fixed or {}), **best["config"]}).model_dump()}

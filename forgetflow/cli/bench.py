@@ -89,6 +89,8 @@ def tune(
     setting: Annotated[str, typer.Option(help="benchmark setting to search on: default, memorising or a setting "
                                               ".yaml file; presets of another setting than default are written "
                                               "under forgetflow/presets/<method>/<setting>/")] = "default",
+    objective: Annotated[Optional[str], typer.Option(help="search objective instead of the family's default: "
+                                                         "privacy-retain for random/subject (forgetflow/tuning.py)")] = None,
     space: Annotated[Optional[list[str]], typer.Option(help="replace the declared values of one hyper-parameter: "
                                                            "key=v1,v2 (repeatable; recorded in the preset)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="with --write: the presets folder to write into "
@@ -106,23 +108,26 @@ def tune(
     for m in names:
         METHODS.get(m)
     chosen = load_setting(setting)  # a bad name or file fails here, before any work
-    seed = tuning.SEARCH_SEED if seed is None else seed
-    version, r = resolved(proj, dataset, chosen)
-    opts = kv(option)
-    s = bench.setup(version, scenario, seed, r.arch, r.arch_config, r.recipe, proj.oracle_dir,
-                    proj.params.train.device, opts, with_oracle=False, max_shadow=proj.params.evaluate.mia_max_shadow)
     given = kv(space, lists=True)
+    if scenario not in tuning.OBJECTIVES:
+        raise ConfigError(f"--scenario {scenario}: tune searches {', '.join(tuning.OBJECTIVES)}")
+    tuning.objective_for(scenario, objective)  # each of these scenarios is its own preset family
     for m in names:
         unknown = sorted(set(given) - set(METHODS.get(m).config.model_fields))
         if unknown:
             raise ConfigError(f"--space {unknown[0]}: not a hyper-parameter of {m} "
                               f"(has: {', '.join(METHODS.get(m).config.model_fields)})")
+    seed = tuning.SEARCH_SEED if seed is None else seed
+    version, r = resolved(proj, dataset, chosen)
+    opts = kv(option)
+    s = bench.setup(version, scenario, seed, r.arch, r.arch_config, r.recipe, proj.oracle_dir,
+                    proj.params.train.device, opts, with_oracle=False, max_shadow=proj.params.evaluate.mia_max_shadow)
     failed = []
     for m in names:
         declared = METHODS.get(m).search_space or {}
         try:
             result = tuning.search(s, m, space={**declared, **given} if given else None, budget=budget,
-                                   max_time_ratio=max_time_ratio)
+                                   max_time_ratio=max_time_ratio, objective=objective)
             if given:
                 result["basis"] = (f"{METHODS.get(m).search_basis}; replaced on the command line: "
                                    + ", ".join(f"{k}={v}" for k, v in given.items()))

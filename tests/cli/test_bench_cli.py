@@ -85,6 +85,29 @@ def test_tune_on_a_setting_writes_the_setting_s_preset_from_validation_trials(tm
 
     typo = ff("tune", "--dataset", "digits", "--methods", "finetune", "--space", "lr_max=1,2", cwd=proj)
     assert typo.returncode != 0 and "--space lr_max: not a hyper-parameter of finetune" in typo.stderr
-
+    wrong = ff("tune", "--dataset", "digits", "--methods", "finetune", "--scenario", "full-class",
+               "--objective", "privacy-retain", cwd=proj)
+    assert wrong.returncode != 0 and "objective 'privacy-retain' does not fit the 'full-class' family" in wrong.stderr
     bad = ff("tune", "--dataset", "digits", "--setting", "nope", "--methods", "finetune", cwd=proj)
     assert bad.returncode != 0 and "nope" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_privacy_retain_objective_charges_what_the_retain_set_lost(tmp_path):
+    """Same trial, two objectives: privacy-retain = privacy + max(0, RA0 - RA) on the retain sample."""
+    from forgetflow import bench, tuning
+    from forgetflow.bench_settings import load_setting
+    from forgetflow.project import Project
+    from tasks.benchmarking import resolved
+
+    proj = Project.load(make_project_dir(tmp_path / "p") / "params.yaml")
+    version, r = resolved(proj, "digits", load_setting("default"))
+    recipe = r.recipe.__class__(**{**r.recipe.__dict__, "epochs": 3})
+    s = bench.setup(version, "random", 100, r.arch, r.arch_config, recipe, proj.oracle_dir, "cpu", {},
+                    with_oracle=False)
+    plain = tuning.search(s, "random-labels", space={"lr": [0.3], "forget_passes": [3.0]})
+    charged = tuning.search(s, "random-labels", space={"lr": [0.3], "forget_passes": [3.0]}, objective="privacy-retain")
+    p, c = plain["trials"][0], charged["trials"][0]
+    assert charged["objective"] == "privacy-retain" and "retain_acc" in charged["base"] and "retain_acc" not in plain["base"]
+    lost = max(0.0, charged["base"]["retain_acc"] - c["retain_acc"])
+    assert lost > 1.0  # random labels at a large step rub out part of the retain fit
+    assert c["score"] == pytest.approx(p["score"] + lost, abs=1e-3)
