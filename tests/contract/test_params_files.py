@@ -40,10 +40,17 @@ def test_params_yaml_states_every_default_and_only_the_defaults():
 
 @pytest.mark.parametrize("path", PRESETS, ids=[str(p.relative_to(REPO / "forgetflow" / "presets")) for p in PRESETS])
 def test_every_preset_validates_and_records_its_search(path):
+    """presets/<method>/<scenario>.yaml (default setting) or presets/<method>/<setting>/<scenario>.yaml."""
     data = yaml.safe_load(path.read_text())
-    method = path.parent.name
-    assert data["method"] == method and data["scenario"] == path.stem
-    METHODS.get(method).resolve(path.stem, {})
+    parts = path.relative_to(REPO / "forgetflow" / "presets").parts
+    method, setting = (parts[0], "default") if len(parts) == 2 else (parts[0], parts[1])
+    assert len(parts) in (2, 3) and data["method"] == method and data["scenario"] == path.stem
+    assert data.get("setting", "default") == setting
+    assert setting == "default" or (REPO / "forgetflow" / "settings" / f"{setting}.yaml").exists()
+    key = path.stem if setting == "default" else f"{setting}/{path.stem}"
+    spec = METHODS.get(method)
+    assert spec.applied_preset(path.stem, setting)["applied"] == f"forgetflow/presets/{method}/{key}.yaml"
+    assert spec.resolve(path.stem, {}, setting=setting).model_dump() == spec.resolve(None, data["config"]).model_dump()
     search = data["search"]
     assert search["selected_on"].startswith("validation")
     assert search["space"] and search["trials"] and "command" in search
