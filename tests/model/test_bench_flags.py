@@ -10,6 +10,10 @@ def test_cell_flags_name_what_is_wrong():
     assert bench.cell_flags({"test_acc": 88.0, "time_ratio": 0.2}, 91.8) == []
     flags = bench.cell_flags({"test_acc": 20.0, "time_ratio": 1.7}, 91.8)
     assert flags == ["wrecked: test accuracy 20.0 against the original's 91.8", "slower than retraining (1.70 x)"]
+    # forgetting a whole class costs the oracle a tenth of the test set: 72 against an oracle at 75 is not wrecked
+    assert bench.cell_flags({"test_acc": 72.0, "time_ratio": 0.1}, 74.9, "oracle") == []
+    assert bench.cell_flags({"test_acc": 60.0, "time_ratio": 0.1}, 74.9, "oracle") == [
+        "wrecked: test accuracy 60.0 against the oracle's 74.9"]
 
 
 def test_table_marks_flagged_methods_and_lists_why():
