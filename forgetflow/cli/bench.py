@@ -90,7 +90,8 @@ def tune(
                                               ".yaml file; presets of another setting than default are written "
                                               "under forgetflow/presets/<method>/<setting>/")] = "default",
     objective: Annotated[Optional[str], typer.Option(help="search objective instead of the family's default: "
-                                                         "privacy-retain for random/subject (forgetflow/tuning.py)")] = None,
+                                                         "privacy-retain for random/subject, full-class-retain for "
+                                                         "full-class (forgetflow/tuning.py)")] = None,
     space: Annotated[Optional[list[str]], typer.Option(help="replace the declared values of one hyper-parameter: "
                                                            "key=v1,v2 (repeatable; recorded in the preset)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="with --write: the presets folder to write into "

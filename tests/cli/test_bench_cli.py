@@ -111,3 +111,13 @@ def test_the_privacy_retain_objective_charges_what_the_retain_set_lost(tmp_path)
     lost = max(0.0, charged["base"]["retain_acc"] - c["retain_acc"])
     assert lost > 1.0  # random labels at a large step rub out part of the retain fit
     assert c["score"] == pytest.approx(p["score"] + lost, abs=1e-3)
+
+
+def test_each_family_names_the_objectives_it_may_be_searched_with():
+    from forgetflow import tuning
+    from forgetflow.errors import ConfigError
+
+    assert tuning.objective_for("random") == "privacy" and tuning.objective_for("random", "privacy-retain") == "privacy-retain"
+    assert tuning.objective_for("full-class", "full-class-retain") == "full-class-retain"
+    with pytest.raises(ConfigError, match="allowed: corrupted$"):
+        tuning.objective_for("corrupted", "privacy-retain")
