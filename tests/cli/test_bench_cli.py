@@ -119,5 +119,5 @@ def test_each_family_names_the_objectives_it_may_be_searched_with():
 
     assert tuning.objective_for("random") == "privacy" and tuning.objective_for("random", "privacy-retain") == "privacy-retain"
     assert tuning.objective_for("full-class", "full-class-retain") == "full-class-retain"
-    with pytest.raises(ConfigError, match="allowed: corrupted$"):
+    with pytest.raises(ConfigError, match=r"\(allowed: corrupted\)$"):
         tuning.objective_for("corrupted", "privacy-retain")
