@@ -103,10 +103,12 @@ def test_a_setting_s_own_preset_is_read_where_shipped_else_the_default_setting_s
     tuned = aru.preset("memorising/random")["config"]
     assert aru.resolve("random", setting="memorising").model_dump() == aru.resolve(None, tuned).model_dump()
     assert aru.resolve("random").model_dump() == aru.resolve(None, aru.preset("random")["config"]).model_dump()
-    # no preset tuned on the memorising setting for corrupted data: the default setting's runs, and says so
-    fallback = neggrad.applied_preset("corrupted", "memorising")
+    # no preset tuned on a setting (here one with no presets at all) for the scenario: the default setting's runs,
+    # and says so
+    fallback = neggrad.applied_preset("corrupted", "wide-resnet")
     assert fallback["applied"] == "forgetflow/presets/neggrad-plus/corrupted.yaml"
-    assert "no preset tuned on setting 'memorising'" in fallback["warning"]
+    assert "no preset tuned on setting 'wide-resnet'" in fallback["warning"]
+    assert neggrad.resolve("corrupted", setting="wide-resnet").model_dump() == neggrad.resolve("corrupted").model_dump()
 
 
 def test_a_batch_phase_reads_the_presets_of_unlearn_preset_setting(tmp_path):
