@@ -106,9 +106,6 @@ def validation_score(family: str, model, s: Setup, base: dict[str, float], objec
         auc = balanced_auc(forget.loss.numpy(), val.loss.numpy(), s.seed)
         parts = {"forget_acc": forget.accuracy, "val_acc": val.accuracy, "auc_forget_vs_val": auc}
         score = abs(forget.accuracy - val.accuracy) + max(0.0, base["val_acc"] - val.accuracy) + 100 * abs(auc - 0.5)
-        if kind == "privacy-retain":
-            parts["retain_acc"] = outputs(model, retain_sample(s), device=s.device).accuracy
-            score += max(0.0, base["retain_acc"] - parts["retain_acc"])
     elif kind in ("full-class", "full-class-retain"):
         c = int(s.task.details["label"])
         in_c = val.labels == c
@@ -116,12 +113,12 @@ def validation_score(family: str, model, s: Setup, base: dict[str, float], objec
         acc_rest = 100.0 * float((val.correct[~in_c]).float().mean())
         parts = {"forget_acc": forget.accuracy, "val_acc_class": acc_c, "val_acc_rest": acc_rest}
         score = forget.accuracy + acc_c + max(0.0, base["val_acc_rest"] - acc_rest)
-        if kind == "full-class-retain":
-            parts["retain_acc"] = outputs(model, retain_sample(s), device=s.device).accuracy
-            score += max(0.0, base["retain_acc"] - parts["retain_acc"])
     else:
         parts = {"forget_acc": forget.accuracy, "val_acc": val.accuracy}
         score = max(0.0, base["val_acc"] - val.accuracy) + forget.accuracy
+    if kind.endswith("-retain"):  # privacy-retain, full-class-retain: what the retain sample lost, on top
+        parts["retain_acc"] = outputs(model, retain_sample(s), device=s.device).accuracy
+        score += max(0.0, base["retain_acc"] - parts["retain_acc"])
     return {"score": float(score), **{k: float(v) for k, v in parts.items()}}
 
 
@@ -129,7 +126,7 @@ def baseline_parts(s: Setup, objective: str | None = None) -> dict[str, float]:
     """The original model's figures the objectives compare against (validation; a retain sample for privacy-retain)."""
     val = outputs(s.original.model, s.splits.val, device=s.device)
     base = {"val_acc": val.accuracy}
-    if objective in ("privacy-retain", "full-class-retain"):
+    if objective and objective.endswith("-retain"):
         base["retain_acc"] = outputs(s.original.model, retain_sample(s), device=s.device).accuracy
     if "label" in s.task.details:
         in_c = val.labels == int(s.task.details["label"])
