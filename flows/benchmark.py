@@ -10,7 +10,6 @@ trading timing fidelity for throughput (the runner used is recorded with the res
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 from prefect import flow
@@ -18,20 +17,9 @@ from prefect import flow
 from forgetflow import runtime_env
 from forgetflow.bench_settings import load_setting
 from forgetflow.project import Project
+from forgetflow.scenarios import grid_cells
 from tasks import references as reference_tasks
 from tasks.benchmarking import reference_set, run_cell_method, run_sequential, setup_cell
-
-DEFAULT_GRIDS = {"corrupted": {"regularity": ["random-swap", "inter-class", "backdoor"], "discovery": [0.1, 0.5, 1.0]}}
-
-
-def cells(scenario: str, options: dict[str, Any], grid: dict[str, list[Any]] | None) -> list[dict[str, Any]]:
-    """Every option combination of the grid (the scenario's default grid when none is given)."""
-    grid = grid if grid else DEFAULT_GRIDS.get(scenario, {})
-    if not grid:
-        return [dict(options)]
-    keys = list(grid)
-    return [{**options, **dict(zip(keys, values))} for values in itertools.product(*(grid[k] for k in keys))]
-
 
 @flow(name="benchmark")
 def benchmark(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None,
@@ -56,7 +44,7 @@ def benchmark(params_path: str = "params.yaml", overrides: dict[str, Any] | None
         for f in futures:
             rows.extend(f.result())
         return [{**r, "setting": chosen.name} for r in rows]
-    plan = [(cell, seed) for cell in cells(scenario, options or {}, grid) for seed in range(seeds)]
+    plan = [(cell, seed) for cell in grid_cells(scenario, options or {}, grid) for seed in range(seeds)]
     setups = [setup_cell.submit(project, dataset, scenario, cell, seed, chosen, refs) for cell, seed in plan]
     for f in setups:
         rows.extend(f.result())

@@ -7,6 +7,7 @@ and what its metrics need (the clean labels of corrupted samples, the forgotten 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -231,3 +232,16 @@ def _corruption_metrics(corrupted_ids: list[str], clean: dict[str, int], forget_
                 "utility_x_healed": utility * score / 100.0}
 
     return metrics
+
+
+# the grid a scenario's benchmark (and a grid search) covers when no --grid is given
+DEFAULT_GRIDS = {"corrupted": {"regularity": ["random-swap", "inter-class", "backdoor"], "discovery": [0.1, 0.5, 1.0]}}
+
+
+def grid_cells(scenario: str, options: dict[str, Any], grid: dict[str, list[Any]] | None) -> list[dict[str, Any]]:
+    """Every option combination of the grid (the scenario's default grid when none is given), over ``options``."""
+    grid = grid if grid else DEFAULT_GRIDS.get(scenario, {})
+    if not grid:
+        return [dict(options)]
+    keys = list(grid)
+    return [{**options, **dict(zip(keys, values))} for values in itertools.product(*(grid[k] for k in keys))]

@@ -28,6 +28,10 @@ Objectives (lower is better; points are percent):
 Trials whose unlearning time exceeds ``max_time_ratio`` x the original's training time (the retraining
 cost, known without an oracle) are rejected.
 
+A search may run on several cells of a scenario grid at once (``forgetflow tune --grid discovery=0.1,0.5,1.0``,
+all one preset family, e.g. the corrupted grid): every trial runs on every cell, its score is the mean of the
+cells' objectives and its time ratio the mean of theirs, so the preset is chosen for the grid, not for one cell.
+
 Searches run on their own seed, ``SEARCH_SEED`` (the default of ``forgetflow tune``): the benchmarks use
 seeds 0, 1, 2, so no benchmark cell is scored on the model, forget set or draw its preset was chosen on.
 Every method declares its space and what the space is based on (``register_method(search_space=...,
@@ -135,49 +139,76 @@ def baseline_parts(s: Setup, objective: str | None = None) -> dict[str, float]:
 
 
 def search(
-    s: Setup,
+    s: Setup | list[Setup],
     method: str,
     space: dict[str, list[Any]] | None = None,
     budget: int | None = None,
     max_time_ratio: float | None = None,
     fixed: dict[str, Any] | None = None,
     objective: str | None = None,
+    cells: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run the declared (or given) search for ``method`` on ``s``; return the trials and the winner."""
+    """Run the declared (or given) search for ``method`` on ``s``; return the trials and the winner.
+
+    ``s`` may be several setups of one family (the cells of a grid, named by ``cells``): each trial then runs on
+    every cell and is scored by the mean of the cells' objectives; its time ratio is the mean of the cells'.
+    """
+    setups = s if isinstance(s, list) else [s]
+    if not setups:
+        raise ConfigError("a search needs at least one scenario cell")
+    families = {x.task.preset for x in setups}
+    if len(families) > 1:
+        raise ConfigError(f"the cells of one search must share a preset family, got {sorted(families)}")
     spec = METHODS.get(method)
     space = space or spec.search_space
-    family = s.task.preset
+    family = setups[0].task.preset
     objective = objective_for(family, objective)
-    base = baseline_parts(s, objective)
+    bases = [baseline_parts(x, objective) for x in setups]
     trials = []
-    for i, point in enumerate(grid(space, budget, s.seed)):
+    for i, point in enumerate(grid(space, budget, setups[0].seed)):
         values = {**(fixed or {}), **point}
         cfg = spec.resolve(None, values)
-        model = clone(s.original.model)
-        data = data_for(spec, s.splits.forget, s.splits.retain, s.splits.num_classes, s.recipe)
-        run = RunContext.create(s.seed + 1000, str(s.device))
-        start = time.perf_counter()
-        try:
-            model = spec.unlearn(model, data, cfg, run)
-        except MethodDivergedError as exc:  # a diverged trial is a result of the search, not its end
+        runs = []
+        for x, base in zip(setups, bases):
+            model = clone(x.original.model)
+            data = data_for(spec, x.splits.forget, x.splits.retain, x.splits.num_classes, x.recipe)
+            run = RunContext.create(x.seed + 1000, str(x.device))
+            start = time.perf_counter()
+            try:
+                model = spec.unlearn(model, data, cfg, run)
+            except MethodDivergedError as exc:  # a diverged trial is a result of the search, not its end
+                runs.append({"seconds": time.perf_counter() - start, "error": str(exc)})
+                break
             seconds = time.perf_counter() - start
-            trials.append({"trial": i, "config": point, "seconds": round(seconds, 3), "rejected": True,
-                           "diverged": True, "score": float("inf"), "error": str(exc)})
+            ratio = seconds / x.original.seconds if x.original.seconds > 0 else 0.0
+            runs.append({"seconds": seconds, "time_ratio": ratio, **validation_score(family, model, x, base, objective)})
+        if "error" in runs[-1]:
+            trials.append({"trial": i, "config": point, "seconds": round(sum(r["seconds"] for r in runs), 3),
+                           "rejected": True, "diverged": True, "score": float("inf"), "error": runs[-1]["error"]})
             continue
-        seconds = time.perf_counter() - start
-        result = validation_score(family, model, s, base, objective)
-        ratio = seconds / s.original.seconds if s.original.seconds > 0 else 0.0
-        trials.append({"trial": i, "config": point, "seconds": round(seconds, 3), "time_ratio": round(ratio, 4),
-                       "rejected": bool(max_time_ratio is not None and ratio > max_time_ratio),
-                       **{k: round(v, 4) for k, v in result.items()}})
+        mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+        trial = {"trial": i, "config": point, "seconds": round(mean.pop("seconds"), 3),
+                 "time_ratio": round(mean.pop("time_ratio"), 4),
+                 "rejected": bool(max_time_ratio is not None and mean_ratio(runs) > max_time_ratio),
+                 **{k: round(v, 4) for k, v in mean.items()}}
+        if len(setups) > 1:
+            trial["cells"] = [{"cell": c, "score": round(r["score"], 4), "seconds": round(r["seconds"], 3)}
+                              for c, r in zip(cells or [{} for _ in setups], runs)]
+        trials.append(trial)
     eligible = [t for t in trials if not t["rejected"]] or [t for t in trials if not t.get("diverged")]
     if not eligible:
         raise MethodDivergedError(f"every trial of {method!r}'s search diverged; the declared space needs smaller steps")
     best = min(eligible, key=lambda t: (t["score"], t["seconds"]))
     return {"method": method, "family": family, "objective": objective, "space": space,
             "basis": spec.search_basis if space == spec.search_space else "given by the caller",
-            "fixed": fixed or {}, "base": base, "trials": trials, "best": best,
+            "fixed": fixed or {}, "base": bases[0] if len(bases) == 1 else {"cells": bases},
+            "trials": trials, "best": best,
             "config": spec.resolve(None, {**(fixed or {}), **best["config"]}).model_dump()}
+
+
+def mean_ratio(runs: list[dict[str, float]]) -> float:
+    """A trial's time ratio over its cells: the mean of each cell's unlearning time / retraining time."""
+    return float(np.mean([r["time_ratio"] for r in runs]))
 
 
 def write_preset(result: dict[str, Any], folder: Path, context: dict[str, Any], setting: str = "default") -> Path:

@@ -81,6 +81,8 @@ def tune(
     dataset: Annotated[str, typer.Option(help="dataset to search on")] = "fashion-mnist",
     scenario: Annotated[str, typer.Option(help="random, subject, full-class or corrupted")] = "random",
     option: Annotated[Optional[list[str]], typer.Option(help="scenario option key=value (repeatable)")] = None,
+    grid: Annotated[Optional[list[str]], typer.Option(help="search on every cell of a grid at once, key=v1,v2 "
+                                                          "(repeatable; the score is the mean over the cells)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="seed of the search's scenario draw and models "
                                                      "(default 100: never a benchmark seed)")] = None,
     budget: Annotated[Optional[int], typer.Option(help="at most N grid points (seeded sample)")] = None,
@@ -98,9 +100,12 @@ def tune(
                                                      "(default: forgetflow/presets, the shipped presets)")] = None,
 ) -> None:
     """Search each method's declared space on the validation split; optionally ship the winners as presets."""
+    import numpy as np
+
     from forgetflow import bench, tuning
     from forgetflow.bench_settings import load_setting
     from forgetflow.methods import METHODS
+    from forgetflow.scenarios import grid_cells
 
     proj = project()
     from tasks.benchmarking import resolved
@@ -121,14 +126,16 @@ def tune(
     seed = tuning.SEARCH_SEED if seed is None else seed
     version, r = resolved(proj, dataset, chosen)
     opts = kv(option)
-    s = bench.setup(version, scenario, seed, r.arch, r.arch_config, r.recipe, proj.oracle_dir,
-                    proj.params.train.device, opts, with_oracle=False, max_shadow=proj.params.evaluate.mia_max_shadow)
+    cells = grid_cells(scenario, opts, kv(grid, lists=True)) if grid else [opts]
+    s = [bench.setup(version, scenario, seed, r.arch, r.arch_config, r.recipe, proj.oracle_dir,
+                     proj.params.train.device, cell, with_oracle=False, max_shadow=proj.params.evaluate.mia_max_shadow)
+         for cell in cells]
     failed = []
     for m in names:
         declared = METHODS.get(m).search_space or {}
         try:
             result = tuning.search(s, m, space={**declared, **given} if given else None, budget=budget,
-                                   max_time_ratio=max_time_ratio, objective=objective)
+                                   max_time_ratio=max_time_ratio, objective=objective, cells=cells)
             if given:
                 result["basis"] = (f"{METHODS.get(m).search_basis}; replaced on the command line: "
                                    + ", ".join(f"{k}={v}" for k, v in given.items()))
@@ -141,8 +148,10 @@ def tune(
                    f"({best['seconds']:.1f} s, {len(result['trials'])} trials)")
         if write:
             path = tuning.write_preset(result, out or PRESETS, {
-                "command": command_line(), "dataset": dataset, "scenario_options": opts, "seed": seed,
-                "original_train_seconds": round(s.original.seconds, 2), "train_recipe": s.recipe.__dict__,
+                "command": command_line(), "dataset": dataset, "scenario_options": opts,
+                **({"cells": cells} if grid else {}), "seed": seed,
+                "original_train_seconds": round(float(np.mean([x.original.seconds for x in s])), 2),
+                "train_recipe": s[0].recipe.__dict__,
                 "model": {"arch": r.arch, **{k: v for k, v in r.arch_config.items() if k not in ("in_channels", "num_classes", "image_size")}}},
                 chosen.name)
             typer.echo(f"  wrote {path}")

@@ -25,11 +25,14 @@ Our choices ([R] where the code has no equivalent; measured in docs/methods/rem.
 * The reference model is the frozen original in eval mode, which is *exactly* the widened model in
   full-capacity-with-mask mode before any step (tested); we train without augmentation, so CE_ref of a
   sample never changes and is computed for the samples a step draws, when it draws them.
-* Budget (the ``common`` rule): ``ceil(forget_passes * |D_f| / batch_size)`` repair steps (at least
-  ``min_steps``), split evenly over ``rounds`` >= 2 rounds; ``forget_passes`` is the number of D_train
-  samples repaired per discovered sample. The paper runs 980 steps of batch 512 (~10 passes over CIFAR-10's
-  training set, ~10 rounds) whatever the discovery rate; on our CPU models that is more than retraining, so
-  the repair work follows the discovered set instead. Every other cost follows it too: masks and reference
+* Budget, ``repair="forget"`` (the default; the ``common`` rule): ``ceil(forget_passes * |D_f| / batch_size)``
+  repair steps (at least ``min_steps``), split evenly over ``rounds`` >= 2 rounds; ``forget_passes`` is the
+  number of D_train samples repaired per discovered sample. The paper runs 980 steps of batch 512 (~10 passes
+  over CIFAR-10's training set, ~10 rounds) whatever the discovery rate; on our CPU models that is more than
+  retraining, and a request of a few images would cost passes over the whole training set, so by default
+  the repair work follows the discovered set. ``repair="train"`` is the paper's schedule: each round repairs
+  ``repair_passes`` passes over D_train (one in the paper), whatever |D_f| (``max_steps`` still caps the
+  total). Where D_train is small (the ``memorising`` setting's 1,000 samples) that is affordable. Every other cost follows it too: masks and reference
   losses are made for the drawn samples only, selection reads a fixed sample of ``selection_size`` retain
   samples, BN re-estimation ``recalibrate`` training samples. Flush epochs are one pass over D_f each.
   Constant learning rate, SGD with momentum and weight decay, as in the code.
@@ -41,6 +44,9 @@ Our choices ([R] where the code has no equivalent; measured in docs/methods/rem.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +78,17 @@ class RemConfig(SgdSettings, ForgetBudget):
                                                        "drop mode before each flush check and selection (0 = off)")
     selection_size: int = Field(2048, ge=0, description="retain samples (a fixed seeded sample) the selection "
                                                           "proxy reads; 0 = all of D_r")
+    repair: Literal["forget", "train"] = Field("forget", description="repair budget: forget_passes D_train samples "
+                                                                     "per discovered sample (forget), or the paper's "
+                                                                     "repair_passes passes over D_train per round (train)")
+    repair_passes: float = Field(1.0, gt=0, description="with repair=train: passes over D_train per round (paper: 1)")
+
+    def repair_steps(self, n_forget: int, n_train: int) -> int:
+        """The repair steps of the whole run (all rounds) for ``n_forget`` discovered of ``n_train`` samples."""
+        if self.repair == "forget":
+            return self.step_budget(n_forget, self.batch_size)
+        steps = self.rounds * math.ceil(round(self.repair_passes * n_train / self.batch_size, 9))
+        return min(steps, self.max_steps) if self.max_steps is not None else steps
 
 
 # one step through the widened model (about (1 + expansion)^2 the original's work), the drop-mode pass for
@@ -84,7 +101,7 @@ ASSUMED_FLUSH_EPOCHS = 3  # per round, for the cost prediction only: the flush r
 
 
 def _cost(cfg: RemConfig, sizes) -> float:
-    repair = cfg.step_budget(sizes.forget, cfg.batch_size) * cfg.batch_size * _step_passes(cfg)
+    repair = cfg.repair_steps(sizes.forget, sizes.train) * cfg.batch_size * _step_passes(cfg)
     flush = cfg.rounds * ASSUMED_FLUSH_EPOCHS * (sizes.forget + cfg.recalibrate * FORWARD)
     retain = min(cfg.selection_size, sizes.retain) if cfg.selection_size else sizes.retain
     selection = cfg.rounds * (retain + sizes.forget + cfg.recalibrate) * FORWARD
@@ -114,7 +131,7 @@ def unlearn(model: nn.Module, data: UnlearnData, cfg: RemConfig, run: RunContext
     wide.calibrate_new_norms(to_float(train.images[first]).to(device))
     optimizer = cfg.sgd(wide)
 
-    total = cfg.step_budget(len(forget), cfg.batch_size)
+    total = cfg.repair_steps(len(forget), len(train))
     rounds = min(total, cfg.rounds)
     order = _positions(len(train), cfg.batch_size, run)
     calibration = _calibration_batches(train, cfg.recalibrate, cfg.batch_size * 4, run)

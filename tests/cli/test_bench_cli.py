@@ -92,6 +92,24 @@ def test_tune_on_a_setting_writes_the_setting_s_preset_from_validation_trials(tm
     assert bad.returncode != 0 and "nope" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_tune_on_a_grid_scores_each_trial_by_the_mean_over_its_cells(tmp_path):
+    proj = make_project_dir(tmp_path / "p")
+    (proj / "tiny.yaml").write_text("name: tiny\ndata: {pool: 300}\nmodel: {options: {head: 64}}\n"
+                                    "train: {epochs: 4, batch_size: 32, weight_decay: 0.0}\n")
+    out = ff("tune", "--dataset", "digits", "--setting", "tiny.yaml", "--scenario", "corrupted", "--option",
+             "regularity=backdoor", "--grid", "discovery=0.5,1.0", "--methods", "finetune", "--space",
+             "forget_passes=1,4", "--budget", "2", "--write", "--out", str(tmp_path / "presets"), cwd=proj)
+    assert out.returncode == 0, out.stderr[-2000:]
+    search = yaml.safe_load((tmp_path / "presets" / "finetune" / "tiny" / "corrupted.yaml").read_text())["search"]
+    assert search["cells"] == [{"regularity": "backdoor", "discovery": 0.5}, {"regularity": "backdoor", "discovery": 1.0}]
+    assert len(search["trials"]) == 2 and len(search["baseline"]["cells"]) == 2
+    for trial in search["trials"]:
+        assert [c["cell"]["discovery"] for c in trial["cells"]] == [0.5, 1.0]
+        assert trial["score"] == pytest.approx(sum(c["score"] for c in trial["cells"]) / 2, abs=1e-3)
+    best = min(search["trials"], key=lambda t: (t["score"], t["seconds"]))
+    assert search["best"]["config"] == best["config"]
+
+
 def test_the_privacy_retain_objective_charges_what_the_retain_set_lost(tmp_path):
     """Same trial, two objectives: privacy-retain = privacy + max(0, RA0 - RA) on the retain sample."""
     from forgetflow import bench, tuning

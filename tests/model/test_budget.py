@@ -63,6 +63,21 @@ def test_rem_refuses_a_mask_that_switches_redirection_off_and_a_single_round():
         spec.resolve(None, {"rounds": 1})
 
 
+def test_rem_repair_follows_the_discovered_set_by_default_and_d_train_in_the_paper_schedule():
+    spec = METHODS.get("rem")
+    by_forget = spec.resolve(None, {"forget_passes": 30.0, "min_steps": 20, "batch_size": 128, "rounds": 5})
+    assert by_forget.repair_steps(8, 1000) == 20 and by_forget.repair_steps(400, 1000) == 94  # ceil(30*400/128)
+    paper = spec.resolve(None, {"repair": "train", "repair_passes": 1.0, "batch_size": 128, "rounds": 5})
+    assert paper.repair_steps(8, 1000) == paper.repair_steps(400, 1000) == 5 * 8  # one pass over D_train per round
+    assert spec.resolve(None, {"repair": "train", "rounds": 10, "max_steps": 30}).repair_steps(8, 1000) == 30
+    # the cost prediction follows the same budget: in the paper's schedule a bigger D_train costs more repair
+    small, big = Sizes(forget=8, retain=2992), Sizes(forget=8, retain=12992)
+    assert spec.cost(paper, big) - spec.cost(paper, small) > 5 * 10000  # five passes over 10,000 more
+    assert spec.cost(by_forget, big) - spec.cost(by_forget, small) == 0  # by default: selection reads a capped sample of D_r
+    with pytest.raises(ConfigError, match="repair"):
+        spec.resolve(None, {"repair": "epochs"})
+
+
 def _preset_files():
     root = resources.files("forgetflow") / "presets"
     return [(m.name, p) for m in root.iterdir() if m.is_dir() for p in m.iterdir() if p.name.endswith(".yaml")]
