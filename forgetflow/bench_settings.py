@@ -32,12 +32,12 @@ from pydantic import Field, ValidationError
 from forgetflow.config import Strict
 from forgetflow.data.version import DatasetVersion, _counts, table_fingerprint
 from forgetflow.errors import ConfigError, DataError
+from forgetflow.paths import SETTINGS_DIR, shipped_settings
 from forgetflow.training import Recipe
 
 if TYPE_CHECKING:
     from forgetflow.project import Project
 
-SETTINGS_DIR = Path(__file__).resolve().parent / "settings"
 
 
 class SettingData(Strict):
@@ -86,7 +86,7 @@ class Setting(Strict):
 
 def available() -> list[str]:
     """Names of the settings shipped with forgetflow."""
-    return sorted(p.stem for p in SETTINGS_DIR.glob("*.yaml"))
+    return shipped_settings()
 
 
 def load_setting(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> Setting:

@@ -3,6 +3,8 @@
 The check is on the name itself, not on where it resolves: a name that is absolute or has a ``..`` part is
 refused, whatever the file system holds. Symbolic links that the folder's owner put inside the folder are
 followed as before (a dataset folder may link its images from another disk).
+
+Also where the package's own shipped folders are, for the modules that list them without importing each other.
 """
 
 from __future__ import annotations
@@ -34,3 +36,11 @@ def confined(folder: Path, name: str, what: str, error: type[ForgetflowError] = 
     if single and len(windows.parts) != 1:
         raise error(f"{what} must be a single name inside {folder}, not a path")
     return folder / name
+
+
+SETTINGS_DIR = Path(__file__).resolve().parent / "settings"  # the shipped benchmark settings (bench_settings.py)
+
+
+def shipped_settings() -> list[str]:
+    """Names of the benchmark settings shipped with forgetflow (``forgetflow/settings/<name>.yaml``)."""
+    return sorted(p.stem for p in SETTINGS_DIR.glob("*.yaml"))

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from forgetflow.config import Params, load_params, resolve_path, resolve_sqlalchemy_url
 from forgetflow.errors import ConfigError, UnknownNameError
 from forgetflow.ledger.reasons import REASONS
+from forgetflow.paths import shipped_settings
 
 PARAMS_FILE = "params.yaml"
 
@@ -58,7 +59,7 @@ def check_params(params: Params, where: str = "params") -> None:
                           f"(every request reason needs one: {', '.join(REASONS)})")
     for reason, name in unlearn.by_reason.items():
         method(f"unlearn.by_reason.{reason}", name)
-    shipped = sorted(p.stem for p in (Path(__file__).resolve().parent / "settings").glob("*.yaml"))
+    shipped = shipped_settings()
     if unlearn.preset_setting not in shipped:  # the benchmark settings (forgetflow/bench_settings.py) presets are tuned on
         raise ConfigError(f"{where}: unlearn.preset_setting: unknown setting {unlearn.preset_setting!r} "
                           f"(shipped: {', '.join(shipped)})")

@@ -200,10 +200,20 @@ def search(
         raise MethodDivergedError(f"every trial of {method!r}'s search diverged; the declared space needs smaller steps")
     best = min(eligible, key=lambda t: (t["score"], t["seconds"]))
     return {"method": method, "family": family, "objective": objective, "space": space,
-            "basis": spec.search_basis if space == spec.search_space else "given by the caller",
+            "basis": basis(spec, space),
             "fixed": fixed or {}, "base": bases[0] if len(bases) == 1 else {"cells": bases},
             "trials": trials, "best": best,
             "config": spec.resolve(None, {**(fixed or {}), **best["config"]}).model_dump()}
+
+
+def basis(spec, space: dict[str, list[Any]]) -> str:
+    """What a search's space rests on: the declared basis, plus every axis the caller replaced or added."""
+    declared = spec.search_space or {}
+    changed = {k: v for k, v in space.items() if declared.get(k) != v}
+    if not changed:
+        return spec.search_basis
+    return (f"{spec.search_basis}; replaced by the caller: " if spec.search_basis else "given by the caller: ") + \
+        ", ".join(f"{k}={v}" for k, v in changed.items())
 
 
 def mean_ratio(runs: list[dict[str, float]]) -> float:

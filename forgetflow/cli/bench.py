@@ -136,9 +136,6 @@ def tune(
         try:
             result = tuning.search(s, m, space={**declared, **given} if given else None, budget=budget,
                                    max_time_ratio=max_time_ratio, objective=objective, cells=cells)
-            if given:
-                result["basis"] = (f"{METHODS.get(m).search_basis}; replaced on the command line: "
-                                   + ", ".join(f"{k}={v}" for k, v in given.items()))
         except MethodDivergedError as exc:  # the other methods' searches still run
             typer.echo(f"{m}: no preset: {exc}", err=True)
             failed.append(m)

@@ -81,7 +81,7 @@ def test_tune_on_a_setting_writes_the_setting_s_preset_from_validation_trials(tm
     assert search["train_recipe"]["epochs"] == 4 and search["model"]["head"] == 64  # the setting's recipe, not params.yaml's
     assert preset["config"]["lr"] == search["best"]["config"]["lr"]
     assert {t["config"]["forget_passes"] for t in search["trials"]} <= {1, 2}
-    assert search["space"]["forget_passes"] == [1, 2] and "replaced on the command line: forget_passes=[1, 2]" in search["basis"]
+    assert search["space"]["forget_passes"] == [1, 2] and search["basis"].endswith("; replaced by the caller: forget_passes=[1, 2]")
 
     typo = ff("tune", "--dataset", "digits", "--methods", "finetune", "--space", "lr_max=1,2", cwd=proj)
     assert typo.returncode != 0 and "--space lr_max: not a hyper-parameter of finetune" in typo.stderr
