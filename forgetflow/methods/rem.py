@@ -32,7 +32,8 @@ Our choices ([R] where the code has no equivalent; measured in docs/methods/rem.
   retraining, and a request of a few images would cost passes over the whole training set, so by default
   the repair work follows the discovered set. ``repair="train"`` is the paper's schedule: each round repairs
   ``repair_passes`` passes over D_train (one in the paper), whatever |D_f| (``max_steps`` still caps the
-  total). Where D_train is small (the ``memorising`` setting's 1,000 samples) that is affordable. Every other cost follows it too: masks and reference
+  total). Where D_train is small (the ``memorising`` setting's 1,000 samples) that is affordable (measured:
+  docs/methods/rem.md, attempt 2). Every other cost follows the discovered set: masks and reference
   losses are made for the drawn samples only, selection reads a fixed sample of ``selection_size`` retain
   samples, BN re-estimation ``recalibrate`` training samples. Flush epochs are one pass over D_f each.
   Constant learning rate, SGD with momentum and weight decay, as in the code.
