@@ -46,7 +46,6 @@ Our choices ([R] where the code has no equivalent; measured in docs/methods/rem.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -57,7 +56,7 @@ from torch import nn
 from forgetflow import training
 from forgetflow.data.samples import SampleSet, to_float
 from forgetflow.methods.base import Needs, UnlearnData, register_method
-from forgetflow.methods.common import ForgetBudget, SgdSettings, frozen
+from forgetflow.methods.common import ForgetBudget, SgdSettings, budget_steps, frozen
 from forgetflow.methods.cost import FORWARD
 from forgetflow.methods.rem_expansion import WideModel, mask_bank
 from forgetflow.runtime import RunContext
@@ -88,7 +87,7 @@ class RemConfig(SgdSettings, ForgetBudget):
         """The repair steps of the whole run (all rounds) for ``n_forget`` discovered of ``n_train`` samples."""
         if self.repair == "forget":
             return self.step_budget(n_forget, self.batch_size)
-        steps = self.rounds * math.ceil(round(self.repair_passes * n_train / self.batch_size, 9))
+        steps = self.rounds * budget_steps(self.repair_passes, n_train, self.batch_size)
         return min(steps, self.max_steps) if self.max_steps is not None else steps
 
 
