@@ -168,23 +168,12 @@ def search(
     for i, point in enumerate(grid(space, budget, setups[0].seed)):
         values = {**(fixed or {}), **point}
         cfg = spec.resolve(None, values)
-        runs = []
-        for x, base in zip(setups, bases):
-            model = clone(x.original.model)
-            data = data_for(spec, x.splits.forget, x.splits.retain, x.splits.num_classes, x.recipe)
-            run = RunContext.create(x.seed + 1000, str(x.device))
-            start = time.perf_counter()
-            try:
-                model = spec.unlearn(model, data, cfg, run)
-            except MethodDivergedError as exc:  # a diverged trial is a result of the search, not its end
-                runs.append({"seconds": time.perf_counter() - start, "error": str(exc)})
-                break
-            seconds = time.perf_counter() - start
-            ratio = seconds / x.original.seconds if x.original.seconds > 0 else 0.0
-            runs.append({"seconds": seconds, "time_ratio": ratio, **validation_score(family, model, x, base, objective)})
-        if "error" in runs[-1]:
-            trials.append({"trial": i, "config": point, "seconds": round(sum(r["seconds"] for r in runs), 3),
-                           "rejected": True, "diverged": True, "score": float("inf"), "error": runs[-1]["error"]})
+        start = time.perf_counter()
+        try:
+            runs = [_run_cell(spec, cfg, x, base, family, objective) for x, base in zip(setups, bases)]
+        except MethodDivergedError as exc:  # a diverged trial is a result of the search, not its end
+            trials.append({"trial": i, "config": point, "seconds": round(time.perf_counter() - start, 3),
+                           "rejected": True, "diverged": True, "score": float("inf"), "error": str(exc)})
             continue
         mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
         seconds, ratio = mean.pop("seconds"), mean.pop("time_ratio")
@@ -204,6 +193,18 @@ def search(
             "fixed": fixed or {}, "base": bases[0] if len(bases) == 1 else {"cells": bases},
             "trials": trials, "best": best,
             "config": spec.resolve(None, {**(fixed or {}), **best["config"]}).model_dump()}
+
+
+def _run_cell(spec, cfg, s: Setup, base: dict[str, float], family: str, objective: str) -> dict[str, float]:
+    """One trial on one cell: unlearn a copy of the cell's original, time it, score it on validation data."""
+    model = clone(s.original.model)
+    data = data_for(spec, s.splits.forget, s.splits.retain, s.splits.num_classes, s.recipe)
+    run = RunContext.create(s.seed + 1000, str(s.device))
+    start = time.perf_counter()
+    model = spec.unlearn(model, data, cfg, run)
+    seconds = time.perf_counter() - start
+    ratio = seconds / s.original.seconds if s.original.seconds > 0 else 0.0
+    return {"seconds": seconds, "time_ratio": ratio, **validation_score(family, model, s, base, objective)}
 
 
 def basis(spec, space: dict[str, list[Any]]) -> str:
