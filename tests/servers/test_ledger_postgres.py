@@ -10,7 +10,6 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 from forgetflow.ledger import Ledger
-from forgetflow.ledger.lease import held
 from tests.servers import ledger_workers as workers
 from tests.unit.ledger.test_store import (  # noqa: F401 - collected here, run with the PostgreSQL `book` below
     test_add_is_idempotent_and_refuses_reused_ids,
@@ -18,6 +17,7 @@ from tests.unit.ledger.test_store import (  # noqa: F401 - collected here, run w
     test_dead_owner_is_recovered,
     test_one_batch_at_a_time_and_failure_gives_requests_back,
     test_requeue_only_quarantined,
+    stop_leases,
 )
 
 pytestmark = pytest.mark.postgres
@@ -34,12 +34,7 @@ def pg_url(postgres, request) -> str:
 def book(pg_url):
     ledger = Ledger(pg_url)
     yield ledger
-    # the shared store tests start batches and leave their leases beating (a running batch's owner would stop
-    # them); stop them here, or they keep renewing against a server that is gone once the session ends
-    for row in ledger.batches(limit=1000):
-        lease = held(row["batch_id"], pg_url)
-        if lease is not None:
-            lease.stop()
+    stop_leases(ledger)
     ledger.close()
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from forgetflow.errors import LedgerConflict, NothingToDo
 from forgetflow.ledger import Ledger, make_request
+from forgetflow.ledger.lease import held
 
 
 def _req(i: int, reason: str = "privacy", subject: str | None = None):
@@ -14,9 +15,21 @@ def _req(i: int, reason: str = "privacy", subject: str | None = None):
                         received_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(minutes=i))
 
 
+def stop_leases(ledger: Ledger) -> None:
+    """Stop the leases this process still renews on ``ledger``'s batches: these tests start batches and leave
+    them running (a batch's owner would stop its lease), so without this the heartbeat threads outlive the test
+    and keep renewing against a database that is gone (a PostgreSQL server stopped at the session's end)."""
+    for row in ledger.batches(limit=1000):
+        lease = held(row["batch_id"], ledger.url)
+        if lease is not None:
+            lease.stop()
+
+
 @pytest.fixture
-def book(tmp_path) -> Ledger:
-    return Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+def book(tmp_path):
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield ledger
+    stop_leases(ledger)
 
 
 def test_add_is_idempotent_and_refuses_reused_ids(book):
